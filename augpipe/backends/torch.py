@@ -1,0 +1,187 @@
+"""The torch backend: plans executed with batched torch ops, in DataLoader workers.
+
+Each worker turns one request (epoch, step, indices, magnitude) into a whole
+batch: load or decode, plan (numba), crop, flip and the policy's ops,
+vectorised over the batch. On CUDA the workers stop after the crop and the
+ops run on the GPU in the main process.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision.transforms.v2 import functional as F
+
+from ..batch import Batch
+from ..data import DecodeError, Source
+from ..knob import Knob
+from ..plan import Plan, make_plan
+from ..policy import Crop, Identity, PolicyArrays
+from .torch_ops import apply_ops
+
+if TYPE_CHECKING:
+    from ..loader import Loader
+
+
+# ------------------------------------------------------------------ crops
+
+def crop_one(image: torch.Tensor, box, size: tuple[int, int], fill: int = 0) -> torch.Tensor:
+    """Crop `box` (top, left, h, w; may reach outside: padded with `fill`)
+    from a CHW image and resize it to `size` (bilinear, antialiased)."""
+    top, left, h, w = (int(v) for v in box)
+    height, width = image.shape[-2:]
+    pads = [max(0, -left), max(0, -top), max(0, left + w - width), max(0, top + h - height)]
+    if any(pads):
+        image = F.pad(image, pads, fill=fill)
+        top, left = top + pads[1], left + pads[0]
+    image = image[..., top:top + h, left:left + w]
+    if (h, w) != tuple(size):
+        image = F.resize(image, list(size), antialias=True)
+    return image
+
+
+def crop_windows(images: torch.Tensor, boxes: np.ndarray, fill: int = 0) -> torch.Tensor:
+    """Vectorised crop of equal-size windows (boxes may reach into padding)."""
+    n, c, height, width = images.shape
+    h, w = int(boxes[0, 2]), int(boxes[0, 3])
+    if n == 0 or ((boxes[:, :2] == 0).all() and (h, w) == (height, width)):
+        return images.clone()
+    pad = int(max(0, -boxes[:, :2].min(), (boxes[:, 0] + h - height).max(), (boxes[:, 1] + w - width).max()))
+    padded = F.pad(images, [pad] * 4, fill=fill) if pad else images
+    top = torch.from_numpy(boxes[:, 0].astype(np.int64) + pad)
+    left = torch.from_numpy(boxes[:, 1].astype(np.int64) + pad)
+    rows = (top[:, None] + torch.arange(h))[:, None, :, None]  # (N,1,h,1)
+    cols = (left[:, None] + torch.arange(w))[:, None, None, :]  # (N,1,1,w)
+    batch = torch.arange(n)[:, None, None, None]
+    chans = torch.arange(c)[None, :, None, None]
+    return padded[batch, chans, rows, cols]
+
+
+def flip(images: torch.Tensor, mask: np.ndarray) -> torch.Tensor:
+    """Horizontal flip of the samples where `mask` is True."""
+    if not mask.any():
+        return images
+    sel = torch.from_numpy(np.ascontiguousarray(mask)).to(images.device)
+    return torch.where(sel[:, None, None, None], images.flip(-1), images)
+
+
+def execute(images: torch.Tensor, plan: Plan, ops: bool = True) -> torch.Tensor:
+    """Apply the already-cropped part of a plan: flip, then the policy's ops."""
+    images = flip(images, plan.flip)
+    return apply_ops(images, plan.ops, plan.mags, plan.space) if ops else images
+
+
+# ---------------------------------------------------------------- workers
+
+class BatchBuilder(Dataset):
+    """Worker side: a request in, a finished (or cropped-only) batch out."""
+
+    def __init__(self, source: Source, crop: Crop, policy: PolicyArrays, knob: Knob, seed: int,
+                 on_error: str, apply_ops: bool):
+        self.source, self.crop, self.policy, self.knob = source, crop, policy, knob
+        self.seed, self.on_error, self.apply_ops = seed, on_error, apply_ops
+
+    def __getitem__(self, request) -> dict:
+        epoch, step, indices, scheduled = request
+        knob = scheduled if not math.isnan(scheduled) else self.knob.value
+        caps = self.knob.caps
+        skipped: list[tuple[str, str]] = []
+        if self.source.fixed_shape is not None:
+            _, height, width = self.source.fixed_shape
+            raw = self.source.get_batch(indices)
+            plan = make_plan(self.seed, epoch, indices, height, width, knob, caps, self.crop, self.policy)
+            if (plan.box[:, 2:] == plan.size).all():
+                images = crop_windows(raw, plan.box, plan.fill)
+            else:
+                images = _stack([crop_one(im, b, plan.size, plan.fill) for im, b in zip(raw, plan.box)], raw, plan.size)
+        else:
+            decoded, kept = [], []
+            for i in indices:
+                try:
+                    decoded.append(self.source.load(int(i)))
+                    kept.append(i)
+                except DecodeError as err:
+                    if self.on_error == "raise":
+                        raise
+                    skipped.append((self.source.describe(int(i)), str(err)))
+            indices = np.asarray(kept, dtype=np.int64)
+            heights = [im.shape[-2] for im in decoded]
+            widths = [im.shape[-1] for im in decoded]
+            plan = make_plan(self.seed, epoch, indices, heights, widths, knob, caps, self.crop, self.policy)
+            images = _stack([crop_one(im, b, plan.size, plan.fill) for im, b in zip(decoded, plan.box)], None, plan.size)
+        images = execute(images, plan, ops=self.apply_ops)
+        labels = torch.from_numpy(self.source.labels[indices].astype(np.int64))
+        return {"images": images, "labels": labels, "index": torch.from_numpy(indices),
+                "magnitude": torch.from_numpy(plan.magnitude), "ops": plan.ops, "mags": plan.mags,
+                "epoch": epoch, "step": step, "skipped": skipped}
+
+
+def _stack(images: list[torch.Tensor], like: torch.Tensor | None, size) -> torch.Tensor:
+    if images:
+        return torch.stack(images)
+    channels = like.shape[1] if like is not None else 3
+    return torch.empty((0, channels, *size), dtype=torch.uint8)
+
+
+class _Requests(Sampler):
+    """The DataLoader's sampler: yields the loader's requests for the epoch
+    and start step set just before each `iter()`."""
+
+    def __init__(self, loader: "Loader"):
+        self.loader = loader
+        self.epoch, self.start = 0, 0
+
+    def __iter__(self):
+        return self.loader.requests(self.epoch, self.start)
+
+    def __len__(self) -> int:
+        return max(0, len(self.loader) - self.start)
+
+
+class TorchBackend:
+    """Builds batches for a Loader with torch ops, in `num_workers` processes."""
+
+    def __init__(self, loader: "Loader"):
+        self.loader = loader
+        on_gpu = loader.device.type == "cuda"
+        policy = (loader.policy if loader.train else Identity()).lower()
+        self.space = policy.space
+        self.builder = BatchBuilder(loader.dataset, loader.crop, policy, loader.knob, loader.seed,
+                                    loader.on_error, apply_ops=not on_gpu)
+        # Compile the planner here, before workers fork, so they inherit it.
+        make_plan(0, 0, np.zeros(1, np.int64), 8, 8, 0.0, None, loader.crop, policy)
+        self._sampler = _Requests(loader)
+        self._dataloader = None
+        if loader.num_workers > 0:
+            self._dataloader = DataLoader(
+                self.builder, batch_size=None, sampler=self._sampler, num_workers=loader.num_workers,
+                persistent_workers=True, prefetch_factor=loader.prefetch_factor, pin_memory=on_gpu,
+            )
+        mean = torch.tensor(loader.mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(loader.std, dtype=torch.float32).view(1, -1, 1, 1)
+        self._scale = (1.0 / (255.0 * std)).to(loader.device)
+        self._shift = (-mean / std).to(loader.device)
+
+    def iterate(self, epoch: int, start: int) -> Iterator[Batch]:
+        if self._dataloader is None:
+            parts = (self.builder[r] for r in self.loader.requests(epoch, start))
+        else:
+            self._sampler.epoch, self._sampler.start = epoch, start
+            parts = iter(self._dataloader)
+        for part in parts:
+            yield self._finish(part)
+
+    def _finish(self, part: dict) -> Batch:
+        device = self.loader.device
+        images = part["images"].to(device, non_blocking=True)
+        if not self.builder.apply_ops:
+            images = apply_ops(images, np.asarray(part["ops"]), np.asarray(part["mags"]), self.space)
+        if self.loader.output == "float":
+            images = images.float().mul_(self._scale).add_(self._shift)
+        if part["skipped"]:
+            self.loader.errors.extend(part["skipped"])
+        return Batch(images, part["labels"].to(device, non_blocking=True), part["index"].to(device),
+                     part["magnitude"].to(device), part["epoch"], part["step"])

@@ -1,0 +1,243 @@
+"""`augpipe.Loader`: a drop-in replacement for a torch DataLoader.
+
+The Loader owns everything that is not a backend's business: argument
+checks, the knob and caps, epoch and resume state, sample order and sharding.
+A backend only turns (epoch, step, indices, magnitude) requests into batches.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from .batch import Batch
+from .data import Source, open_source
+from .knob import Knob
+from .ops import MAX_MAGNITUDE, check_magnitude
+from .policy import (
+    CROP_FULL, CROP_PAD, CenterCrop, Crop, FullImage, Policy, RandAugment, RandomCrop, RandomResizedCrop, get_policy,
+)
+
+BACKENDS = ("auto", "torch", "ffcv", "dali")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Request(tuple):
+    """What a backend is asked to build: (epoch, step, indices, scheduled
+    magnitude or NaN). A plain tuple so it pickles cheaply to workers."""
+
+
+class Loader:
+    """Augmenting loader: iterate `(images, labels)` batches like a DataLoader.
+
+    Args:
+        source: an image folder (class sub-folders), a `(images, labels)`
+            numpy/torch pair, "fashion-mnist" / "fashion-mnist:test", or a
+            `augpipe.data.Source`.
+        batch_size: samples per batch, >= 1.
+        policy: a Policy or its name ("randaugment", "trivialaugment",
+            "autoaugment", "identity"). Default RandAugment(num_ops=2).
+        magnitude: global magnitude in [0, 30], live (see `magnitude`).
+        backend: "auto" or "torch" ("ffcv" and "dali" are later backends).
+        size: output side (int or (h, w)); default: native for arrays, 224
+            for folders.
+        train: training transforms (random crop + flip + policy) or
+            evaluation (center crop, no policy).
+        crop: override the base transform (`augpipe.RandomResizedCrop`, ...).
+        shuffle, drop_last: default True when training, False otherwise.
+        seed: the run's seed; every random decision derives from it.
+        device: where batches are delivered ("cpu", "cuda", "cuda:1").
+            On CUDA the policy's ops run on the GPU.
+        output: "uint8" (NCHW, 0..255) or "float" (normalised float32).
+        mean, std: normalisation for output="float" (default ImageNet's for
+            3 channels, 0.5 for 1 channel).
+        num_workers: worker processes (0: build batches in the caller).
+        on_error: "raise" on a bad image, or "skip" it (counted in
+            `loader.errors`; the batch comes out shorter).
+        rank, world_size: shard of this process; default from
+            torch.distributed (global rank) when initialised.
+        prefetch_factor: batches queued per worker (the knob's lag, below).
+
+    The knob: `loader.magnitude = 5.0` is read by workers from shared memory
+    when they start a batch. Batches already queued keep the old value, so
+    the change shows up at most `num_workers * prefetch_factor` batches later
+    (immediately with num_workers=0). `set_magnitude(schedule)` evaluates
+    `schedule(epoch, step)` per batch when it is dispatched, exactly, no lag.
+    """
+
+    def __init__(self, source, batch_size: int = 256, policy=None, magnitude: float = 9.0, backend: str = "auto",
+                 size=None, train: bool = True, crop: Crop | None = None, shuffle: bool | None = None,
+                 drop_last: bool | None = None, seed: int = 0, device="cpu", output: str = "uint8",
+                 mean=None, std=None, num_workers: int = 2, on_error: str = "raise",
+                 rank: int | None = None, world_size: int | None = None, prefetch_factor: int = 2):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+        if backend in ("ffcv", "dali"):
+            raise ValueError(f"backend {backend!r} is not part of this release yet; use backend='torch' (or 'auto')")
+        if output not in ("uint8", "float"):
+            raise ValueError(f"output must be 'uint8' or 'float', got {output!r}")
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
+        self.policy: Policy = get_policy(RandAugment(num_ops=2) if policy is None else policy)
+        self.dataset: Source = open_source(source, on_error=on_error)
+        if len(self.dataset) == 0:
+            raise ValueError(f"source {source!r} holds no samples")
+        self.train = bool(train)
+        self.crop = crop if crop is not None else self._default_crop(size)
+        if self.dataset.fixed_shape is not None and hasattr(self.dataset, "resized"):
+            native = self.dataset.fixed_shape[1:]
+            if self.crop.mode in (CROP_PAD, CROP_FULL) and native != self.crop.size:
+                self.dataset = self.dataset.resized(self.crop.size)  # one-time, e.g. 28 -> 32 px
+        self.batch_size = batch_size
+        self.shuffle = self.train if shuffle is None else bool(shuffle)
+        self.drop_last = self.train if drop_last is None else bool(drop_last)
+        self.seed = int(seed)
+        self.output = output
+        self.num_workers = num_workers
+        self.prefetch_factor = prefetch_factor
+        self.on_error = on_error
+        self.rank, self.world_size = _shard_of(rank, world_size)
+        self.knob = Knob(magnitude, len(self.dataset))
+        self.errors: list[tuple[str, str]] = list(getattr(self.dataset, "skipped", []))
+        channels = self._channels()
+        self.mean = tuple(mean) if mean is not None else (IMAGENET_MEAN if channels == 3 else (0.5,) * channels)
+        self.std = tuple(std) if std is not None else (IMAGENET_STD if channels == 3 else (0.5,) * channels)
+        self.epoch = 0
+        self._step = 0  # batches handed out in the current epoch (for state_dict)
+        self._resume = 0  # where the next iter() starts: 0, or a load_state_dict step
+        self.backend = "torch"
+        from .backends.torch import TorchBackend  # backends depend on the core, not the reverse
+
+        self._backend = TorchBackend(self)
+
+    # ------------------------------------------------------------ the knob
+    @property
+    def magnitude(self) -> float:
+        """The global magnitude (shared with every worker)."""
+        return self.knob.value
+
+    @magnitude.setter
+    def magnitude(self, value: float) -> None:
+        self.knob.schedule = None
+        self.knob.value = value
+
+    def set_magnitude(self, magnitude: float | Callable[[int, int], float]) -> None:
+        """Set a constant magnitude, or a schedule `f(epoch, step) -> magnitude`
+        evaluated for each batch (step counts batches within the epoch)."""
+        if callable(magnitude):
+            self.knob.schedule = magnitude
+        else:
+            self.magnitude = magnitude
+
+    @property
+    def caps(self) -> np.ndarray:
+        """Per-sample magnitude caps (shared, float32, len(dataset))."""
+        return self.knob.caps
+
+    def set_caps(self, caps, indices=None) -> None:
+        self.knob.set_caps(caps, indices)
+
+    # ------------------------------------------------------ order and state
+    def set_epoch(self, epoch: int) -> None:
+        """Start epoch `epoch` (order and plans derive from it) from its first batch."""
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+            raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
+        self.epoch, self._step, self._resume = int(epoch), 0, 0
+
+    def indices(self, epoch: int | None = None) -> np.ndarray:
+        """This rank's sample order for an epoch (equal length on every rank:
+        padded with the first samples of the order, or truncated with drop_last)."""
+        epoch = self.epoch if epoch is None else epoch
+        n = len(self.dataset)
+        order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
+        if self.world_size > 1:
+            per_rank = n // self.world_size if self.drop_last else -(-n // self.world_size)
+            total = per_rank * self.world_size
+            order = np.concatenate([order, order[: total - n]]) if total > n else order[:total]
+            order = order[self.rank:total:self.world_size]
+        return order.astype(np.int64)
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        if self.world_size > 1:
+            n = n // self.world_size if self.drop_last else -(-n // self.world_size)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def requests(self, epoch: int, start: int) -> Iterator[Request]:
+        """Batch requests of an epoch from step `start` on (run in the caller's
+        process, so schedules are evaluated exactly per step)."""
+        order = self.indices(epoch)
+        for step in range(start, len(self)):
+            idx = order[step * self.batch_size:(step + 1) * self.batch_size]
+            yield Request((epoch, step, idx, self.knob.scheduled(epoch, step)))
+
+    def __iter__(self) -> Iterator[Batch]:
+        """One epoch. Like a DataLoader, an abandoned iteration is not resumed
+        by the next iter(): only `load_state_dict` starts mid-epoch."""
+        epoch, self._step, self._resume = self.epoch, self._resume, 0
+        for batch in self._backend.iterate(epoch, self._step):
+            self._step += 1
+            yield batch
+        if self.epoch == epoch and self._step >= len(self):
+            self.epoch, self._step = epoch + 1, 0  # next iter() is the next epoch, as FFCV does
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume: the rest of the epoch comes out identical."""
+        return {"epoch": self.epoch, "step": self._step, "seed": self.seed, "magnitude": self.magnitude,
+                "caps": self.caps.copy(), "world_size": self.world_size, "rank": self.rank,
+                "num_samples": len(self.dataset), "batch_size": self.batch_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume from `state_dict()`: the next iteration continues mid-epoch."""
+        for key in ("num_samples", "batch_size", "world_size"):
+            mine = len(self.dataset) if key == "num_samples" else getattr(self, key)
+            if state[key] != mine:
+                raise ValueError(f"state was saved with {key}={state[key]}, this loader has {mine}")
+        if state["seed"] != self.seed:
+            raise ValueError(f"state was saved with seed={state['seed']}, this loader has seed={self.seed}")
+        self.epoch, self._step = int(state["epoch"]), int(state["step"])
+        self._resume = self._step
+        self.knob.value = state["magnitude"]
+        self.knob.set_caps(state["caps"])
+
+    # ------------------------------------------------------------- helpers
+    def _default_crop(self, size) -> Crop:
+        shape = self.dataset.fixed_shape
+        if size is None:
+            size = shape[1:] if shape is not None else 224
+        if shape is not None:  # arrays: CIFAR-style pad-and-crop
+            out = (size, size) if isinstance(size, int) else tuple(size)
+            return RandomCrop(out, padding=max(out) // 8) if self.train else FullImage(out)
+        return RandomResizedCrop(size) if self.train else CenterCrop(size)
+
+    def _channels(self) -> int:
+        shape = self.dataset.fixed_shape
+        return shape[0] if shape is not None else 3
+
+    def __repr__(self) -> str:
+        return (f"Loader({type(self.dataset).__name__} of {len(self.dataset)}, "
+                f"batch_size={self.batch_size}, policy={self.policy!r}, magnitude={self.magnitude:g}, "
+                f"backend={self.backend!r}, size={self.crop.size}, train={self.train})")
+
+
+def _shard_of(rank, world_size) -> tuple[int, int]:
+    """(rank, world size): explicit values, else the global torch.distributed group."""
+    if rank is None and world_size is None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    world_size = 1 if world_size is None else world_size
+    rank = 0 if rank is None else rank
+    if not (isinstance(world_size, int) and isinstance(rank, int) and world_size >= 1 and 0 <= rank < world_size):
+        raise ValueError(f"need 0 <= rank < world_size, got rank={rank!r}, world_size={world_size!r}")
+    return rank, world_size
