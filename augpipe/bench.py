@@ -42,7 +42,7 @@ def _run_row(kind: str, images: int, workers: int, batch: int, magnitude: float,
     from torchvision.transforms import v2
 
     src = _data(channels)
-    images, labels = src.images, src.labels
+    pixels, targets = src.images, src.labels
     if kind.startswith("tv"):
         ops = [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()]
         if kind == "tv-ra":
@@ -54,7 +54,7 @@ def _run_row(kind: str, images: int, workers: int, batch: int, magnitude: float,
                 return len(src)
 
             def __getitem__(self, i):
-                return transform(images[i]), int(labels[i])
+                return transform(pixels[i]), int(targets[i])
 
         loader = DataLoader(Images(), batch_size=batch, shuffle=True, drop_last=True, num_workers=workers,
                             persistent_workers=workers > 0, generator=torch.Generator().manual_seed(0))

@@ -163,6 +163,11 @@ class ArraySource(Source):
     def fixed_shape(self) -> tuple[int, int, int]:
         return tuple(self._images.shape[1:])
 
+    @property
+    def images(self) -> torch.Tensor:
+        """All images, uint8 NCHW, in shared memory. Read-only by convention."""
+        return self._images
+
     def load(self, index: int) -> torch.Tensor:
         # clone: callers may augment in place, and the source must stay pristine.
         return self._images[self._check_index(index)].clone()

@@ -13,6 +13,7 @@ and every executor.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -49,8 +50,9 @@ class Op:
         standard: magnitude table in the RandAugment/AutoAugment space, or None
             for ops without a magnitude.
         wide: magnitude table in the TrivialAugmentWide space.
-        identity: the parameter value at which the op does nothing; a larger
-            magnitude never moves the parameter closer to it.
+        identity: the value of `op_params` at which the op does nothing (a
+            factor of 1, 8 bits, a threshold of 255); a larger magnitude never
+            moves the parameter closer to it.
     """
 
     name: str
@@ -61,10 +63,15 @@ class Op:
 
     def table(self, space: int, height: int, width: int) -> np.ndarray:
         """The 31 per-bin parameter magnitudes (unsigned), as float64."""
-        fn = self.standard if space == STANDARD else self.wide
-        if fn is None:
-            return np.zeros(NUM_BINS)
-        return fn(height, width).to(torch.float64).numpy()
+        return _table(self, space, height, width)
+
+
+@functools.lru_cache(maxsize=1024)
+def _table(op: "Op", space: int, height: int, width: int) -> np.ndarray:
+    fn = op.standard if space == STANDARD else op.wide
+    table = np.zeros(NUM_BINS) if fn is None else fn(height, width).to(torch.float64).numpy()
+    table.flags.writeable = False  # shared by every caller through the cache
+    return table
 
 
 # Order matters: ids are positions in this tuple, and 0..13 are torchvision's
@@ -76,12 +83,12 @@ OPS: tuple[Op, ...] = (
     Op("TranslateX", True, lambda h, w: torch.linspace(0.0, 150.0 / 331.0 * w, NUM_BINS), _lin(0.0, 32.0)),
     Op("TranslateY", True, lambda h, w: torch.linspace(0.0, 150.0 / 331.0 * h, NUM_BINS), _lin(0.0, 32.0)),
     Op("Rotate", True, _lin(0.0, 30.0), _lin(0.0, 135.0)),
-    Op("Brightness", True, _lin(0.0, 0.9), _lin(0.0, 0.99)),
-    Op("Color", True, _lin(0.0, 0.9), _lin(0.0, 0.99)),
-    Op("Contrast", True, _lin(0.0, 0.9), _lin(0.0, 0.99)),
-    Op("Sharpness", True, _lin(0.0, 0.9), _lin(0.0, 0.99)),
+    Op("Brightness", True, _lin(0.0, 0.9), _lin(0.0, 0.99), identity=1.0),
+    Op("Color", True, _lin(0.0, 0.9), _lin(0.0, 0.99), identity=1.0),
+    Op("Contrast", True, _lin(0.0, 0.9), _lin(0.0, 0.99), identity=1.0),
+    Op("Sharpness", True, _lin(0.0, 0.9), _lin(0.0, 0.99), identity=1.0),
     Op("Posterize", False, _posterize_bits(4), _posterize_bits(6), identity=8.0),
-    Op("Solarize", False, _lin(1.0, 0.0), _lin(1.0, 0.0), identity=1.0),
+    Op("Solarize", False, _lin(1.0, 0.0), _lin(1.0, 0.0), identity=255.0),
     Op("AutoContrast", False, None, None),
     Op("Equalize", False, None, None),
     Op("Invert", False, None, None),
@@ -143,7 +150,7 @@ def op_params(op_id: int, magnitude, space: int, height: int, width: int) -> np.
     if name in ("Brightness", "Color", "Contrast", "Sharpness"):
         return 1.0 + level
     if name == "Posterize":
-        return np.round(level)
+        return np.floor(level + 0.5)  # bins are whole; between bins, halves round up
     if name == "Solarize":
         # torchvision: threshold = 255.0 * float(linspace value)
         return 255.0 * level

@@ -159,7 +159,8 @@ def test_fractional_magnitudes_match_functional(op_id, device):
     for (height, width), channels in VARIANTS:
         images = torch.stack(photos((height, width), channels) * 8).to(device)
         for space in SPACES.values():
-            mags = rng.uniform(0.0, MAX_MAGNITUDE, len(images)) * rng.choice([-1, 1], len(images))
+            mags = rng.uniform(0.0, MAX_MAGNITUDE, len(images))
+            mags *= rng.choice([-1, 1], len(images)) if OPS[op_id].signed else 1
             params = op_params(op_id, mags, space, height, width)
             got = apply_op(images, op_id, params)
             want = torch.stack([functional_reference(x, OPS[op_id].name, float(p)) for x, p in zip(images, params)])
@@ -195,10 +196,7 @@ def test_kernel_contract(op_id, device):
 # ---------------------------------------------------------------- op_params
 
 def distance_to_identity(op_id: int, values: np.ndarray, space: int, size) -> np.ndarray:
-    # The do-nothing parameter is op_params at magnitude 0 (factor 1.0 for the
-    # enhance ops, threshold 255 for Solarize); OPS[i].identity is not in
-    # parameter units for those ops, see test_identity_field_matches_op_params.
-    return np.abs(values - op_params(op_id, 0.0, space, *size))
+    return np.abs(values - OPS[op_id].identity)
 
 
 @pytest.mark.parametrize("space", SPACES.values(), ids=SPACES.keys())
@@ -212,22 +210,12 @@ def test_magnitude_monotone_and_interpolating(op_id, space):
             assert (d_half >= d_at).all() and (d_next >= d_half).all(), f"{OPS[op_id].name} sign={sign}"
             lo, hi = np.minimum(at, nxt), np.maximum(at, nxt)
             assert ((lo <= half) & (half <= hi)).all(), f"{OPS[op_id].name}: M+0.5 outside [p(M), p(M+1)]"
-        if OPS[op_id].name == "Solarize":
+        if OPS[op_id].name in ("Solarize", "Posterize"):  # threshold / bits only ever decrease
             assert (np.diff(op_params(op_id, np.linspace(0, 30, 61), space, *size)) <= 0).all()
-        if OPS[op_id].name == "Posterize":
-            assert (np.diff(op_params(op_id, np.linspace(0, 30, 61), space, *size)) <= 0).all()
-
-
-INCONSISTENT_IDENTITY = {"Brightness", "Color", "Contrast", "Sharpness", "Solarize"}
 
 
 @pytest.mark.parametrize("op_id", MAGNITUDE_OPS, ids=[OPS[i].name for i in MAGNITUDE_OPS])
-def test_identity_field_matches_op_params(op_id, request):
-    # Op.identity is documented as "the parameter value at which the op does
-    # nothing", but for the enhance ops it holds the level 0.0 (the parameter,
-    # the factor, is 1.0) and for Solarize the level 1.0 (the threshold is 255).
-    if OPS[op_id].name in INCONSISTENT_IDENTITY:
-        request.applymarker(pytest.mark.xfail(reason="ops.py: Op.identity is in table-level units for this op"))
+def test_identity_field_matches_op_params(op_id):
     for space in SPACES.values():
         assert op_params(op_id, 0.0, space, 32, 32) == OPS[op_id].identity
 

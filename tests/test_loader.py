@@ -55,8 +55,11 @@ def test_loader_batch_equals_plan_then_executor(fmnist):
     b = next(iter(loader))
     idx = b.index.numpy()
     plan = make_plan(4, 0, idx, 28, 28, 12.0, None, loader.crop, ap.RandAugment(2).lower())
-    x = crop_windows(fmnist[0][idx], plan.box)
+    assert loader.crop == ap.RandomCrop(28, padding=3)  # CIFAR-style default for arrays: pad size // 8
+    x = torch.stack([torch.nn.functional.pad(im, [3] * 4)[:, t + 3:t + 31, l + 3:l + 31]
+                     for im, (t, l, _, _) in zip(fmnist[0][idx], plan.box)])
     x = torch.where(torch.from_numpy(plan.flip)[:, None, None, None], x.flip(-1), x)
+    assert torch.equal(x, crop_windows(fmnist[0][idx], plan.box, plan.flip))
     assert torch.equal(b[0], apply_ops(x, plan.ops, plan.mags, plan.space))
     assert not torch.equal(b[0], x)
 

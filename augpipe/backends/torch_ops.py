@@ -94,7 +94,7 @@ def shear_y(images: torch.Tensor, degrees) -> torch.Tensor:
 
 
 def translate_x(images: torch.Tensor, pixels) -> torch.Tensor:
-    """TranslateX by `pixels` (already whole numbers from op_params)."""
+    """TranslateX by `pixels` (op_params truncates them to whole pixels, as torchvision does)."""
     return _affine(images, 0.0, tx=_host(pixels))
 
 
@@ -107,8 +107,8 @@ def rotate(images: torch.Tensor, degrees) -> torch.Tensor:
     """Rotate counter-clockwise by `degrees` about the image centre, no expand.
 
     torchvision short-cuts 0 and 180 degrees (and 90/270 on square images) to
-    clone/rot90, which differs from grid sampling at those angles, so those
-    samples take the same short cut here.
+    clone/rot90 instead of grid sampling; those samples take the same short
+    cut here so that no rounding of the sampling grid can tell them apart.
     """
     n, _, h, w = images.shape
     angle = np.mod(_host(degrees), 360.0)  # np.mod == Python's float %
