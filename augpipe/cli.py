@@ -78,7 +78,7 @@ def main(argv=None) -> None:
     s.set_defaults(func=cmd_show)
 
     b = sub.add_parser("bench", help="throughput table against torchvision's RandAugment")
-    b.add_argument("--images", type=int, default=40960, help="images timed per run (after warm-up)")
+    b.add_argument("--images", type=int, default=61440, help="images timed per run (after warm-up)")
     b.add_argument("--workers", type=int, default=2)
     b.add_argument("--batch-size", type=int, default=256)
     b.add_argument("--magnitude", type=float, default=9.0)

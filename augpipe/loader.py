@@ -193,6 +193,17 @@ class Loader:
         if self.epoch == epoch and self._step >= len(self):
             self.epoch, self._step = epoch + 1, 0  # next iter() is the next epoch, as FFCV does
 
+    def close(self) -> None:
+        """Stop worker processes now (otherwise they stop when the loader is
+        garbage collected). The loader stays usable; workers restart on demand."""
+        self._backend.close()
+
+    def __enter__(self) -> "Loader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def state_dict(self) -> dict:
         """Everything needed to resume: the rest of the epoch comes out identical."""
         return {"epoch": self.epoch, "step": self._step, "seed": self.seed, "magnitude": self.magnitude,

@@ -187,6 +187,23 @@ def test_folder_source_random_resized_crop_and_float_output(photo_folder):
     assert torch.equal(a[0], b[0]) and torch.all(a.index == torch.arange(4))
 
 
+def test_ops_applied_after_transfer_equal_ops_in_workers(fmnist):
+    """The CUDA layout (workers crop, the main process applies the ops) gives
+    the same batches; exercised here on CPU."""
+    a = batches(ap.Loader(fmnist, batch_size=100, num_workers=2, seed=2))
+    late = ap.Loader(fmnist, batch_size=100, num_workers=2, seed=2)
+    late._backend.builder.apply_ops = False
+    assert_same(batches(late), a)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_output_equals_cpu(fmnist):
+    a = batches(ap.Loader(fmnist, batch_size=100, num_workers=2, seed=2))
+    b = ap.Loader(fmnist, batch_size=100, num_workers=2, seed=2, device="cuda")
+    got = [tuple(t.cpu() for t in x) for x in batches(b)]
+    assert_same(got, a)
+
+
 @pytest.mark.parametrize("policy", ["trivialaugment", "autoaugment", ap.RandAugment(3), "identity"])
 def test_every_policy_runs_through_the_loader(fmnist, policy):
     b = next(iter(ap.Loader(fmnist, batch_size=64, policy=policy, magnitude=20, num_workers=0)))
@@ -228,7 +245,7 @@ def test_corrupt_jpeg_raises_naming_the_file_or_is_skipped_and_counted(make_fold
     files["b/garbage.jpg"] = b"\xff\xd8 not a jpeg at all"
     root = make_folder(files)
     loader = ap.Loader(root, batch_size=8, size=32, num_workers=2, drop_last=False)
-    with pytest.raises(Exception, match=r"(broken|garbage)\.jpg"):
+    with pytest.raises(ap.DecodeError, match=r"(broken|garbage)\.jpg"):
         list(loader)
     skip = ap.Loader(root, batch_size=8, size=32, num_workers=2, drop_last=False, on_error="skip")
     got = [b for b in skip]

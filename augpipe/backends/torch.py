@@ -8,6 +8,7 @@ ops run on the GPU in the main process.
 from __future__ import annotations
 
 import math
+import weakref
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
@@ -153,6 +154,9 @@ class TorchBackend:
                 self.builder, batch_size=None, sampler=self._sampler, num_workers=loader.num_workers,
                 persistent_workers=True, prefetch_factor=loader.prefetch_factor, pin_memory=on_gpu,
             )
+            # Stop workers cleanly at exit too: left to interpreter teardown, the
+            # queues' feeder threads write to closed pipes.
+            weakref.finalize(self, _shutdown, self._dataloader)
         mean = torch.tensor(loader.mean, dtype=torch.float32).view(1, -1, 1, 1)
         std = torch.tensor(loader.std, dtype=torch.float32).view(1, -1, 1, 1)
         self._scale = (1.0 / (255.0 * std)).to(loader.device)
@@ -160,12 +164,21 @@ class TorchBackend:
 
     def iterate(self, epoch: int, start: int) -> Iterator[Batch]:
         if self._dataloader is None:
-            parts = (self.builder[r] for r in self.loader.requests(epoch, start))
-        else:
-            self._sampler.epoch, self._sampler.start = epoch, start
-            parts = iter(self._dataloader)
-        for part in parts:
-            yield self._finish(part)
+            for request in self.loader.requests(epoch, start):
+                yield self._finish(self.builder[request])
+            return
+        self._sampler.epoch, self._sampler.start = epoch, start
+        try:
+            for part in iter(self._dataloader):
+                yield self._finish(part)
+        except Exception:
+            self.close()  # a worker failed: stop them now, not at garbage collection
+            raise
+
+    def close(self) -> None:
+        """Stop the persistent worker processes (they restart on the next iteration)."""
+        _shutdown(self._dataloader)
+
 
     def _finish(self, part: dict) -> Batch:
         device = self.loader.device
@@ -178,3 +191,10 @@ class TorchBackend:
             self.loader.errors.extend(part["skipped"])
         return Batch(images, part["labels"].to(device, non_blocking=True), part["index"].to(device),
                      part["magnitude"].to(device), part["epoch"], part["step"])
+
+
+def _shutdown(dataloader: DataLoader | None) -> None:
+    it = getattr(dataloader, "_iterator", None)
+    if it is not None:
+        it._shutdown_workers()
+        dataloader._iterator = None

@@ -70,11 +70,13 @@ def _affine_grid(theta: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 
 def _affine(images: torch.Tensor, angle, tx=0.0, ty=0.0, shear_x=0.0, shear_y=0.0, center=False) -> torch.Tensor:
-    """One batched `affine_image`; `center=True` is center=[0, 0] (the top-left corner)."""
+    """One batched `affine_image`; `center=True` is center=[0, 0] (the top-left
+    corner). Every argument may be per sample (length N) or a scalar."""
     n, _, h, w = images.shape
     if n == 0:
         return images.clone()
-    cx, cy = (-w * 0.5, -h * 0.5) if center else (0.0, 0.0)
+    corner = np.broadcast_to(np.asarray(center, dtype=bool), (n,))
+    cx, cy = np.where(corner, -w * 0.5, 0.0), np.where(corner, -h * 0.5, 0.0)
     per_sample = (np.broadcast_to(np.asarray(v, dtype=np.float64), (n,)) for v in (angle, tx, ty, shear_x, shear_y))
     matrix = _inverse_affine(*per_sample, cx, cy)
     theta = torch.as_tensor(matrix, dtype=torch.float32).view(n, 2, 3).to(images.device)
@@ -273,8 +275,44 @@ def apply_op(images: torch.Tensor, op_id: int, params) -> torch.Tensor:
     return KERNELS[int(op_id)](images, params)
 
 
+_AFFINE = -2  # group key: every grid-sampled geometric op of a slot, sampled together
+_ID = {op.name: i for i, op in enumerate(OPS)}
+_AFFINE_ARGS = {  # op id -> which _affine argument its parameter is, and the centre it uses
+    _ID["ShearX"]: ("shear_x", True), _ID["ShearY"]: ("shear_y", True),
+    _ID["TranslateX"]: ("tx", False), _ID["TranslateY"]: ("ty", False), _ID["Rotate"]: ("angle", False),
+}
+
+
+def _mixed_affine(images: torch.Tensor, op_ids: np.ndarray, params: np.ndarray) -> torch.Tensor:
+    """Shears, translations and rotations of one slot as a single grid_sample:
+    each sample's matrix is computed exactly as its own op would compute it."""
+    n = len(op_ids)
+    args = {name: np.zeros(n) for name in ("angle", "tx", "ty", "shear_x", "shear_y")}
+    center = np.zeros(n, dtype=bool)
+    for op_id, (name, corner) in _AFFINE_ARGS.items():
+        sel = op_ids == op_id
+        args[name][sel] = -params[sel] if name == "angle" else params[sel]  # rotate() negates too
+        center[sel] = corner
+    return _affine(images, center=center, **args)
+
+
+def _group_keys(col: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """Per-sample group: -1 skip, _AFFINE, or the op id (rotations by a
+    multiple of 90 degrees keep Rotate's own short cut)."""
+    keys = col.astype(np.int64)
+    keys[keys == _ID["Identity"]] = -1
+    affine = np.isin(keys, list(_AFFINE_ARGS))
+    right_angle = (keys == _ID["Rotate"]) & (np.mod(params, 90.0) == 0)
+    keys[affine & ~right_angle] = _AFFINE
+    return keys
+
+
 def apply_ops(images: torch.Tensor, ops, mags, space: int) -> torch.Tensor:
     """Apply each sample's ops in order.
+
+    Per slot, samples are sorted by op so that every op runs on a contiguous
+    slice (no per-op gather/scatter), and all the geometric ops of the slot
+    share one grid_sample.
 
     Args:
         images: uint8 (N, C, H, W).
@@ -283,7 +321,7 @@ def apply_ops(images: torch.Tensor, ops, mags, space: int) -> torch.Tensor:
         space: augpipe.ops.STANDARD or augpipe.ops.WIDE.
 
     Returns:
-        A new uint8 tensor; per slot, samples sharing an op run as one batch.
+        A new uint8 tensor.
     """
     ops, mags = np.asarray(ops), np.asarray(mags)
     if ops.ndim != 2 or ops.shape != mags.shape or ops.shape[0] != images.shape[0]:
@@ -291,15 +329,28 @@ def apply_ops(images: torch.Tensor, ops, mags, space: int) -> torch.Tensor:
     n, _, h, w = images.shape
     out = images.clone()
     for k in range(ops.shape[1]):
-        col = ops[:, k]
-        for op_id in np.unique(col):
-            if op_id < 0 or OPS[op_id].name == "Identity":
+        col = ops[:, k].astype(np.int64)
+        params = np.zeros(n)
+        for op_id in np.unique(col[col >= 0]):
+            sel = col == op_id
+            params[sel] = op_params(int(op_id), mags[sel, k], space, h, w)
+        keys = _group_keys(col, params)
+        if (keys == -1).all():
+            continue
+        order = np.argsort(keys, kind="stable")
+        keys, col, params = keys[order], col[order], params[order]
+        perm = torch.from_numpy(order).to(out.device)
+        work = out.index_select(0, perm)
+        bounds = np.flatnonzero(np.diff(keys)) + 1
+        for a, b in zip(np.r_[0, bounds], np.r_[bounds, n]):
+            key = keys[a]
+            if key == -1:
                 continue
-            sel = np.nonzero(col == op_id)[0]
-            params = op_params(int(op_id), mags[sel, k], space, h, w)
-            if len(sel) == n:
-                out = apply_op(out, op_id, params)
+            part = work[a:b]
+            if key == _AFFINE:
+                part.copy_(_mixed_affine(part, col[a:b], params[a:b]))
             else:
-                idx = torch.from_numpy(sel).to(out.device)
-                out.index_copy_(0, idx, apply_op(out.index_select(0, idx), op_id, params))
+                part.copy_(apply_op(part, key, params[a:b]))
+        # index_select with the inverse permutation: index_copy_ is ~8x slower on CPU
+        out = work.index_select(0, torch.from_numpy(np.argsort(order)).to(out.device))
     return out
