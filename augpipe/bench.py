@@ -2,11 +2,14 @@
 
 Every row runs in its own child process (so one row's memory never counts
 against another's); the parent samples the PSS of the child and all its
-workers every 0.5 s and keeps the peak. Data: Fashion-MNIST's training set
-resized once to 32x32 (bilinear, antialiased), 1 or 3 channels, in memory.
+workers every 0.5 s and keeps the peak. Data (`--data`): "32px",
+Fashion-MNIST's training set resized once to 32x32, in memory; or "224px", an
+ImageNet-like JPEG folder built from scikit-image's photographs
+(augpipe.benchdata), cropped to 224x224.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import platform
@@ -17,56 +20,116 @@ import threading
 import time
 from pathlib import Path
 
-ROWS = {
-    "torchvision crop+flip": "tv-base",
-    "torchvision crop+flip+RandAugment": "tv-ra",
-    "augpipe-torch crop+flip+RandAugment": "ap-ra",
-    "augpipe-torch, per-sample caps": "ap-caps",
-}
-BASELINE = "torchvision crop+flip+RandAugment"
+from . import benchdata
+
+BASELINES = {"32px": "torchvision crop+flip+RandAugment", "224px": "torchvision RRC+flip+RandAugment"}
 
 
 # ------------------------------------------------------------- child side
+# A row is a factory: args dict -> an iterable of (images, labels) batches.
 
-def _data(channels: int):
-    from .data import FashionMNIST
-
-    src = FashionMNIST("train", channels=channels).resized((32, 32))
-    return src
-
-
-def _run_row(kind: str, images: int, workers: int, batch: int, magnitude: float, channels: int) -> dict:
-    import numpy as np
+def _tv_loader(dataset, args):
     import torch
-    from torch.utils.data import DataLoader, Dataset
+    from torch.utils.data import DataLoader
+
+    return DataLoader(dataset, batch_size=args["batch"], shuffle=True, drop_last=True, num_workers=args["workers"],
+                      persistent_workers=args["workers"] > 0, generator=torch.Generator().manual_seed(0))
+
+
+def _tv_ops(randaugment: bool, args, first):
     from torchvision.transforms import v2
 
-    src = _data(channels)
+    ops = list(first) + [v2.RandomHorizontalFlip()]
+    if randaugment:
+        ops.append(v2.RandAugment(num_ops=2, magnitude=int(args["magnitude"]), num_magnitude_bins=31))
+    return v2.Compose(ops)
+
+
+def tv_32(args, randaugment=True):
+    from torch.utils.data import Dataset
+    from torchvision.transforms import v2
+
+    src = benchdata.fashion_32(args["channels"])
     pixels, targets = src.images, src.labels
-    if kind.startswith("tv"):
-        ops = [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()]
-        if kind == "tv-ra":
-            ops.append(v2.RandAugment(num_ops=2, magnitude=int(magnitude), num_magnitude_bins=31))
-        transform = v2.Compose(ops)
+    transform = _tv_ops(randaugment, args, [v2.RandomCrop(32, padding=4)])
 
-        class Images(Dataset):
-            def __len__(self):
-                return len(src)
+    class Images(Dataset):
+        def __len__(self):
+            return len(src)
 
-            def __getitem__(self, i):
-                return transform(pixels[i]), int(targets[i])
+        def __getitem__(self, i):
+            return transform(pixels[i]), int(targets[i])
 
-        loader = DataLoader(Images(), batch_size=batch, shuffle=True, drop_last=True, num_workers=workers,
-                            persistent_workers=workers > 0, generator=torch.Generator().manual_seed(0))
-    else:
-        from .loader import Loader
-        from .policy import RandAugment
+    return _tv_loader(Images(), args)
 
-        loader = Loader(src, batch_size=batch, policy=RandAugment(2), magnitude=magnitude, num_workers=workers, seed=0)
-        if kind == "ap-caps":
-            loader.set_caps(np.random.default_rng(0).uniform(0, magnitude, len(src)).astype(np.float32))
-    warmup = max(2, 2 * workers)
-    needed = warmup + -(-images // batch)
+
+def tv_224(args, randaugment=True):
+    from torch.utils.data import Dataset
+    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+    from torchvision.transforms import v2
+
+    from .data import FolderSource
+
+    src = FolderSource(benchdata.imagenet_like(args["data_root"]))
+    transform = _tv_ops(randaugment, args, [v2.RandomResizedCrop(224, antialias=True)])
+
+    class Jpegs(Dataset):
+        def __len__(self):
+            return len(src)
+
+        def __getitem__(self, i):
+            image = decode_jpeg(read_file(src.describe(i)), mode=ImageReadMode.RGB)
+            return transform(image), int(src.labels[i])
+
+    return _tv_loader(Jpegs(), args)
+
+
+def augpipe_torch(args, data="32px", caps=False):
+    import numpy as np
+
+    from .loader import Loader
+    from .policy import RandAugment
+
+    source = benchdata.fashion_32(args["channels"]) if data == "32px" else benchdata.imagenet_like(args["data_root"])
+    loader = Loader(source, batch_size=args["batch"], policy=RandAugment(2), magnitude=args["magnitude"],
+                    num_workers=args["workers"], seed=0, size=32 if data == "32px" else 224)
+    if caps:
+        rng = np.random.default_rng(0)
+        loader.set_caps(rng.uniform(0, args["magnitude"], len(loader.dataset)).astype(np.float32))
+    return loader
+
+
+ROWS = {
+    "32px": {
+        "torchvision crop+flip": lambda a: tv_32(a, randaugment=False),
+        "torchvision crop+flip+RandAugment": tv_32,
+        "augpipe-torch crop+flip+RandAugment": augpipe_torch,
+        "augpipe-torch, per-sample caps": lambda a: augpipe_torch(a, caps=True),
+    },
+    "224px": {
+        "torchvision RRC+flip": lambda a: tv_224(a, randaugment=False),
+        "torchvision RRC+flip+RandAugment": tv_224,
+        "augpipe-torch RRC+flip+RandAugment": lambda a: augpipe_torch(a, "224px"),
+        "augpipe-torch, per-sample caps": lambda a: augpipe_torch(a, "224px", caps=True),
+    },
+}
+
+
+def rows_for(backend: str, data: str) -> dict:
+    """The rows of a run: torchvision and augpipe-torch always; a backend's
+    own rows come from augpipe.backends.<backend>_bench.ROWS[data]."""
+    rows = dict(ROWS[data])
+    for name in (("ffcv", "dali") if backend == "all" else (backend,)):
+        if name != "torch":
+            module = importlib.import_module(f"augpipe.backends.{name}_bench")
+            rows.update(module.ROWS[data])
+    return rows
+
+
+def _run_row(backend: str, data: str, name: str, args: dict) -> dict:
+    loader = rows_for(backend, data)[name](args)
+    warmup = max(2, 2 * args["workers"])
+    needed = warmup + -(-args["images"] // args["batch"])
     seen, start, done = 0, None, 0
     while done < needed:
         for x, _ in loader:
@@ -105,8 +168,8 @@ def _tree(pid: int) -> list[int]:
     return pids
 
 
-def _measure(kind: str, args: dict) -> dict:
-    cmd = [sys.executable, "-m", "augpipe.bench", "--row", kind, "--json", json.dumps(args)]
+def _measure(backend: str, data: str, name: str, args: dict) -> dict:
+    cmd = [sys.executable, "-m", "augpipe.bench", "--row", json.dumps([backend, data, name, args])]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = [0]
 
@@ -120,7 +183,7 @@ def _measure(kind: str, args: dict) -> dict:
     out, err = proc.communicate()
     t.join()
     if proc.returncode != 0:
-        raise RuntimeError(f"benchmark row {kind!r} failed:\n{err[-3000:]}")
+        raise RuntimeError(f"benchmark row {name!r} failed:\n{err[-3000:]}")
     result = json.loads(out.strip().splitlines()[-1])
     result["peak_pss_gib"] = peak[0] / 2**20
     return result
@@ -141,38 +204,47 @@ def machine() -> str:
 
 
 def run(images: int = 61440, workers: int = 2, batch: int = 256, magnitude: float = 9.0, channels: int = 3,
-        repeats: int = 3, out: str | None = None, rows=None, command: str | None = None) -> str:
+        repeats: int = 3, out: str | None = None, backend: str = "torch", data: str = "32px",
+        data_root: str | None = None, command: str | None = None) -> str:
     """Measure every row `repeats` times (median), print and return the table."""
     from tqdm import tqdm
 
-    args = {"images": images, "workers": workers, "batch": batch, "magnitude": magnitude, "channels": channels}
-    names = list(rows or ROWS)
+    root = str(data_root or benchdata.DEFAULT_ROOT)
+    if data == "224px":
+        benchdata.imagenet_like(root)  # build once, before any row is timed
+    args = {"images": images, "workers": workers, "batch": batch, "magnitude": magnitude, "channels": channels,
+            "data_root": root}
+    names = list(rows_for(backend, data))
     results = {}
     with tqdm(total=len(names) * repeats, desc="bench", unit="run", file=sys.stderr) as bar:
         for name in names:
             runs = []
             for _ in range(repeats):
-                runs.append(_measure(ROWS[name], args))
+                runs.append(_measure(backend, data, name, args))
                 bar.update()
             runs.sort(key=lambda r: r["images_per_s"])
             results[name] = {"median_images_per_s": runs[len(runs) // 2]["images_per_s"],
                              "all_images_per_s": [r["images_per_s"] for r in runs],
                              "peak_pss_gib": max(r["peak_pss_gib"] for r in runs)}
     command = command or "augpipe bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    base = results.get(BASELINE, {}).get("median_images_per_s")
+    baseline = BASELINES[data]
+    base = results.get(baseline, {}).get("median_images_per_s")
+    if data == "32px":
+        what = f"Fashion-MNIST train (60,000), 28->32 px bilinear, {channels} channel(s), uint8 in memory"
+    else:
+        what = f"ImageNet-like JPEG folder {root} (real photographs, quality 90) -> 224x224"
     lines = [
         f"command: {command}",
         f"machine: {machine()}",
-        f"data: Fashion-MNIST train (60,000), 28->32 px bilinear, {channels} channel(s), uint8 in memory; "
-        f"batch {batch}; {workers} workers; RandAugment(num_ops=2, magnitude={magnitude:g}); "
+        f"data: {what}; batch {batch}; {workers} workers; RandAugment(num_ops=2, magnitude={magnitude:g}); "
         f"{images} images timed per run after warm-up, median of {repeats}",
         "",
-        f"| {'pipeline':<38} | {'images/s':>9} | {'peak PSS GiB':>12} | {'vs torchvision RA':>17} |",
-        f"|{'-' * 40}|{'-' * 11}:|{'-' * 13}:|{'-' * 18}:|",
+        f"| {'pipeline':<40} | {'images/s':>9} | {'peak PSS GiB':>12} | {'vs ' + baseline:>35} |",
+        f"|{'-' * 42}|{'-' * 10}:|{'-' * 13}:|{'-' * 36}:|",
     ]
     for name, r in results.items():
         ratio = f"{r['median_images_per_s'] / base:.2f}x" if base else "-"
-        lines.append(f"| {name:<38} | {r['median_images_per_s']:>9,.0f} | {r['peak_pss_gib']:>12.2f} | {ratio:>17} |")
+        lines.append(f"| {name:<40} | {r['median_images_per_s']:>9,.0f} | {r['peak_pss_gib']:>12.2f} | {ratio:>35} |")
     table = "\n".join(lines)
     if out:
         path = Path(out)
@@ -189,7 +261,5 @@ if __name__ == "__main__":  # child: one row
     import argparse
 
     p = argparse.ArgumentParser()
-    p.add_argument("--row", required=True)
-    p.add_argument("--json", required=True)
-    a = p.parse_args()
-    print(json.dumps(_run_row(a.row, **json.loads(a.json))))
+    p.add_argument("--row", required=True, help="JSON [backend, data, row name, args]")
+    print(json.dumps(_run_row(*json.loads(p.parse_args().row))))

@@ -28,7 +28,8 @@ def cmd_bench(a) -> None:
     from . import bench
 
     command = "augpipe " + " ".join(shlex.quote(x) for x in sys.argv[1:])
-    print(bench.run(a.images, a.workers, a.batch_size, a.magnitude, a.channels, a.repeats, a.out, command=command))
+    print(bench.run(a.images, a.workers, a.batch_size, a.magnitude, a.channels, a.repeats, a.out,
+                    backend=a.backend, data=a.data, data_root=a.data_root, command=command))
 
 
 def cmd_demo(a) -> None:
@@ -77,13 +78,18 @@ def main(argv=None) -> None:
     s.add_argument("--out", default="augpipe-out/grid.png")
     s.set_defaults(func=cmd_show)
 
-    b = sub.add_parser("bench", help="throughput table against torchvision's RandAugment")
+    b = sub.add_parser("bench", help="throughput table against torchvision's RandAugment (and FFCV, DALI)")
     b.add_argument("--images", type=int, default=61440, help="images timed per run (after warm-up)")
     b.add_argument("--workers", type=int, default=2)
     b.add_argument("--batch-size", type=int, default=256)
     b.add_argument("--magnitude", type=float, default=9.0)
     b.add_argument("--channels", type=int, choices=(1, 3), default=3)
     b.add_argument("--repeats", type=int, default=3, help="runs per row; the median is reported")
+    b.add_argument("--backend", choices=("torch", "ffcv", "dali", "all"), default="torch",
+                   help="add this backend's rows to torchvision's and augpipe-torch's")
+    b.add_argument("--data", choices=("32px", "224px"), default="32px",
+                   help="32px: Fashion-MNIST 28->32 in memory; 224px: ImageNet-like JPEG folder")
+    b.add_argument("--data-root", default=None, help="where the 224px JPEG set is built (default ~/.cache/augpipe)")
     b.add_argument("--out", default=None, help="write PATH.json and PATH.md")
     b.set_defaults(func=cmd_bench)
 

@@ -6,6 +6,7 @@ A backend only turns (epoch, step, indices, magnitude) requests into batches.
 """
 from __future__ import annotations
 
+import importlib
 import math
 from typing import Callable, Iterator
 
@@ -60,6 +61,8 @@ class Loader:
         rank, world_size: shard of this process; default from
             torch.distributed (global rank) when initialised.
         prefetch_factor: batches queued per worker (the knob's lag, below).
+        backend_options: options only one backend understands (see its
+            module docstring), e.g. {"os_cache": True} for FFCV.
 
     The knob: `loader.magnitude = 5.0` is read by workers from shared memory
     when they start a batch. Batches already queued keep the old value, so
@@ -72,13 +75,12 @@ class Loader:
                  size=None, train: bool = True, crop: Crop | None = None, shuffle: bool | None = None,
                  drop_last: bool | None = None, seed: int = 0, device="cpu", output: str = "uint8",
                  mean=None, std=None, num_workers: int = 2, on_error: str = "raise",
-                 rank: int | None = None, world_size: int | None = None, prefetch_factor: int = 2):
+                 rank: int | None = None, world_size: int | None = None, prefetch_factor: int = 2,
+                 backend_options: dict | None = None):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
-        if backend in ("ffcv", "dali"):
-            raise ValueError(f"backend {backend!r} is not part of this release yet; use backend='torch' (or 'auto')")
         if output not in ("uint8", "float"):
             raise ValueError(f"output must be 'uint8' or 'float', got {output!r}")
         if on_error not in ("raise", "skip"):
@@ -117,10 +119,9 @@ class Loader:
         self.epoch = 0
         self._step = 0  # batches handed out in the current epoch (for state_dict)
         self._resume = 0  # where the next iter() starts: 0, or a load_state_dict step
-        self.backend = "torch"
-        from .backends.torch import TorchBackend  # backends depend on the core, not the reverse
-
-        self._backend = TorchBackend(self)
+        self.backend_options = dict(backend_options or {})
+        self.backend = "torch" if backend == "auto" else backend
+        self._backend = _make_backend(self.backend, self)
 
     # ------------------------------------------------------------ the knob
     @property
@@ -241,6 +242,22 @@ class Loader:
         return (f"Loader({type(self.dataset).__name__} of {len(self.dataset)}, "
                 f"batch_size={self.batch_size}, policy={self.policy!r}, magnitude={self.magnitude:g}, "
                 f"backend={self.backend!r}, size={self.crop.size}, train={self.train})")
+
+
+def _make_backend(name: str, loader: Loader):
+    """Import the backend module only when it is used (backends depend on the
+    core, never the reverse; a missing library fails here with a hint)."""
+    if name == "torch":
+        from .backends.torch import TorchBackend
+
+        return TorchBackend(loader)
+    hints = {"ffcv": "pip install 'augpipe[ffcv]' (needs apt-get install pkg-config libopencv-dev libturbojpeg0-dev)",
+             "dali": "pip install 'augpipe[dali]'"}
+    try:
+        module = importlib.import_module(f"augpipe.backends.{name}")
+    except ImportError as err:
+        raise ImportError(f"backend {name!r} needs a library that is not installed ({err}); {hints[name]}") from err
+    return module.make_backend(loader)
 
 
 def _shard_of(rank, world_size) -> tuple[int, int]:
