@@ -155,3 +155,9 @@ def op_params(op_id: int, magnitude, space: int, height: int, width: int) -> np.
         # torchvision: threshold = 255.0 * float(linspace value)
         return 255.0 * level
     return level
+
+
+def param_tables(space: int, height: int, width: int) -> np.ndarray:
+    """All ops' 31-bin level tables as one float64 (len(OPS), 31) array, for
+    compiled code (kernels.params) that cannot call `op_params`."""
+    return np.stack([op.table(space, height, width) for op in OPS])

@@ -189,6 +189,14 @@ class Plan:
     def __len__(self) -> int:
         return len(self.index)
 
+    @staticmethod
+    def concat(plans: list["Plan"]) -> "Plan":
+        """Rows of several plans (of one policy and crop; at least one) as one plan."""
+        first = plans[0]
+        cat = lambda name: np.concatenate([getattr(p, name) for p in plans])  # noqa: E731
+        return Plan(cat("index"), cat("box"), cat("flip"), cat("ops"), cat("mags"), cat("magnitude"),
+                    first.space, first.size, first.fill)
+
     def subset(self, keep: np.ndarray) -> "Plan":
         return Plan(self.index[keep], self.box[keep], self.flip[keep], self.ops[keep], self.mags[keep],
                     self.magnitude[keep], self.space, self.size, self.fill)

@@ -20,7 +20,7 @@ from ..batch import Batch
 from ..data import DecodeError, Source
 from ..knob import Knob
 from ..kernels.crop import crop_flip
-from ..plan import make_plan
+from ..plan import Plan, make_plan
 from ..policy import Crop, Identity, PolicyArrays
 from .torch_ops import apply_ops
 
@@ -90,21 +90,25 @@ class BatchBuilder(Dataset):
                 images = _stack([crop_one(im, b, plan.size, plan.fill) for im, b in zip(raw, plan.box)], raw, plan.size)
                 images = flip(images, plan.flip)
         else:
-            decoded, kept = [], []
+            # Decode, plan and crop one sample at a time: the plan of a sample
+            # does not depend on its batch, and only crops stay in memory.
+            crops, plans = [], []
             for i in indices:
                 try:
-                    decoded.append(self.source.load(int(i)))
-                    kept.append(i)
+                    image = self.source.load(int(i))
                 except DecodeError as err:
                     if self.on_error == "raise":
                         raise
                     skipped.append((self.source.describe(int(i)), str(err)))
-            indices = np.asarray(kept, dtype=np.int64)
-            heights = [im.shape[-2] for im in decoded]
-            widths = [im.shape[-1] for im in decoded]
-            plan = make_plan(self.seed, epoch, indices, heights, widths, knob, caps, self.crop, self.policy)
-            images = _stack([crop_one(im, b, plan.size, plan.fill) for im, b in zip(decoded, plan.box)], None, plan.size)
-            images = flip(images, plan.flip)
+                    continue
+                one = make_plan(self.seed, epoch, [i], image.shape[-2], image.shape[-1], knob, caps, self.crop,
+                                self.policy)
+                crops.append(crop_one(image, one.box[0], one.size, one.fill))
+                plans.append(one)
+            plan = Plan.concat(plans) if plans else make_plan(self.seed, epoch, [], 1, 1, knob, caps, self.crop,
+                                                              self.policy)
+            indices = plan.index
+            images = flip(_stack(crops, None, plan.size), plan.flip)
         if self.apply_ops:
             images = apply_ops(images, plan.ops, plan.mags, plan.space)
         labels = torch.from_numpy(self.source.labels[indices].astype(np.int64))
