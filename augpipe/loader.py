@@ -7,7 +7,6 @@ A backend only turns (epoch, step, indices, magnitude) requests into batches.
 from __future__ import annotations
 
 import importlib
-import math
 from typing import Callable, Iterator
 
 import numpy as np
@@ -16,7 +15,6 @@ import torch
 from .batch import Batch
 from .data import Source, open_source
 from .knob import Knob
-from .ops import MAX_MAGNITUDE, check_magnitude
 from .policy import (
     CROP_FULL, CROP_PAD, CenterCrop, Crop, FullImage, Policy, RandAugment, RandomCrop, RandomResizedCrop, get_policy,
 )

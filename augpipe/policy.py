@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .ops import MAX_MAGNITUDE, NUM_BINS, OP_IDS, RAND_AUGMENT_OPS, STANDARD, WIDE
+from .ops import MAX_MAGNITUDE, OP_IDS, RAND_AUGMENT_OPS, STANDARD, WIDE
 
 # Planner policy kinds.
 KIND_NONE = 0  # no ops

@@ -13,7 +13,6 @@ import torch
 from PIL import Image, ImageDraw
 
 from .backends.torch_ops import apply_ops
-from .data import open_source
 from .ops import OPS, STANDARD, WIDE
 from .policy import Policy, get_policy
 
