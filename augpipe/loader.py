@@ -40,7 +40,9 @@ class Loader:
         policy: a Policy or its name ("randaugment", "trivialaugment",
             "autoaugment", "identity"). Default RandAugment(num_ops=2).
         magnitude: global magnitude in [0, 30], live (see `magnitude`).
-        backend: "auto" or "torch" ("ffcv" and "dali" are later backends).
+        backend: "auto" (= "torch"), "torch", "dali" (DALI decodes and crops,
+            augpipe's torch kernels apply the ops; see augpipe/backends/dali.py)
+            or "ffcv".
         size: output side (int or (h, w)); default: native for arrays, 224
             for folders.
         train: training transforms (random crop + flip + policy) or

@@ -21,5 +21,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "== installing augpipe into .venv (torch 2.14.1 / torchvision 0.29.1 come from this machine's disk)"
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -m pip install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -m pip install -q -e ".[dev,dali]" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import augpipe, torch, torchvision; print('augpipe', augpipe.__version__, '| torch', torch.__version__, '| torchvision', torchvision.__version__)"
