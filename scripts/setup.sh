@@ -20,6 +20,14 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 echo "== installing augpipe into .venv (torch 2.14.1 / torchvision 0.29.1 come from this machine's disk)"
-.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -m pip install -q -e ".[dev,dali]" 2>&1 | grep -v "^WARNING: Location" || true
+pip_install() {  # quiet on success; on failure, pip's output (minus index-location noise) and exit 1
+  local log; log=$(mktemp)
+  if ! .venv/bin/python -m pip install -q "$@" >"$log" 2>&1; then
+    grep -v "^WARNING: Location" "$log" >&2; rm -f "$log"
+    echo "setup: pip install $* failed" >&2; exit 1
+  fi
+  rm -f "$log"
+}
+pip_install --upgrade pip
+pip_install -e ".[dev,dali]"
 .venv/bin/python -c "import augpipe, torch, torchvision; print('augpipe', augpipe.__version__, '| torch', torch.__version__, '| torchvision', torchvision.__version__)"
