@@ -64,9 +64,13 @@ def test_loader_batch_equals_plan_then_executor(fmnist):
     assert not torch.equal(b[0], x)
 
 
-def test_same_seed_bit_identical_with_0_and_2_workers_other_seed_differs(fmnist):
+WORKER_KINDS = pytest.mark.parametrize("kind", ["threads", "processes"])
+
+
+@WORKER_KINDS
+def test_same_seed_bit_identical_with_0_and_2_workers_other_seed_differs(fmnist, kind):
     a = batches(ap.Loader(fmnist, batch_size=64, num_workers=0, seed=3))
-    b = batches(ap.Loader(fmnist, batch_size=64, num_workers=2, seed=3))
+    b = batches(ap.Loader(fmnist, batch_size=64, num_workers=2, seed=3, backend_options={"workers": kind}))
     assert_same(a, b)
     c = batches(ap.Loader(fmnist, batch_size=64, num_workers=0, seed=4))
     assert not torch.equal(a[0][0], c[0][0])
@@ -82,7 +86,7 @@ def test_epochs_advance_and_set_epoch_replays(fmnist):
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_state_dict_resumes_mid_epoch_identically(fmnist, workers):
-    ref = ap.Loader(fmnist, batch_size=64, num_workers=workers, seed=11)
+    ref = ap.Loader(fmnist, batch_size=64, num_workers=workers, seed=11, backend_options={"workers": "processes"})
     ref.set_epoch(2)
     full = batches(ref)
     first = ap.Loader(fmnist, batch_size=64, num_workers=workers, seed=11)
@@ -97,9 +101,11 @@ def test_state_dict_resumes_mid_epoch_identically(fmnist, workers):
         ap.Loader(fmnist, batch_size=64, num_workers=0, seed=12).load_state_dict(state)
 
 
-def test_knob_change_mid_epoch_reaches_persistent_workers(fmnist):
+@WORKER_KINDS
+def test_knob_change_mid_epoch_reaches_persistent_workers(fmnist, kind):
     workers, prefetch = 2, 2
-    loader = ap.Loader(fmnist, batch_size=20, magnitude=9, num_workers=workers, prefetch_factor=prefetch)
+    loader = ap.Loader(fmnist, batch_size=20, magnitude=9, num_workers=workers, prefetch_factor=prefetch,
+                       backend_options={"workers": kind})
     lag = workers * prefetch
     seen = []
     for step, b in enumerate(loader):
@@ -133,8 +139,9 @@ def test_schedule_is_exact_per_step_with_workers(fmnist):
         next(iter(loader))
 
 
-def test_caps_bound_per_sample_magnitudes_live(fmnist):
-    loader = ap.Loader(fmnist, batch_size=100, magnitude=10, num_workers=2)
+@WORKER_KINDS
+def test_caps_bound_per_sample_magnitudes_live(fmnist, kind):
+    loader = ap.Loader(fmnist, batch_size=100, magnitude=10, num_workers=2, backend_options={"workers": kind})
     caps = np.random.default_rng(0).uniform(0, 20, 600).astype(np.float32)
     loader.set_caps(caps)  # after the workers exist: shared memory, not a copy
     for b in loader:
@@ -251,6 +258,8 @@ def test_corrupt_jpeg_raises_naming_the_file_or_is_skipped_and_counted(make_fold
     got = [b for b in skip]
     assert sum(len(b[1]) for b in got) == 6
     assert sorted(os.path.basename(p) for p, _ in skip.errors) == ["broken.jpg", "garbage.jpg"]
+    with pytest.raises(ValueError, match="workers"):
+        ap.Loader(root, backend_options={"workers": "fibers"})
 
 
 def test_zero_byte_file_and_empty_folder(make_folder, jpeg_bytes):

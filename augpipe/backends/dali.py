@@ -67,8 +67,9 @@ Bad files
 
 Options (`backend_options`): "num_threads" (DALI threads; default
 max(1, num_workers)), "prefetch_queue_depth" (default prefetch_factor),
-"torch_threads" (intra-op threads for apply_ops on CPU, set around each call;
-default max(1, cpu_count - num_threads), as the two pools otherwise contend).
+"ops_threads" (numba threads for the policy's ops on CPU; default
+max(1, cpu_count - num_threads), as DALI's pool and the ops' pool otherwise
+contend for the same cores).
 """
 from __future__ import annotations
 
@@ -85,6 +86,7 @@ from ..batch import Batch
 from ..data import DecodeError
 from ..plan import make_plan
 from ..policy import CROP_CENTER, CROP_FULL, CROP_PAD, CROP_RRC, Identity
+from .cpu_ops import apply_ops_cpu
 from .torch_ops import apply_ops
 
 try:
@@ -186,9 +188,9 @@ class DaliBackend:
         self.space = self.policy.space
         self.num_threads = int(opts.get("num_threads", max(1, loader.num_workers)))
         self.depth = int(opts.get("prefetch_queue_depth", max(1, loader.prefetch_factor)))
-        # DALI's threads and torch's OpenMP pool on the same cores spin against
-        # each other (measured 2 cores: 98 img/s with both at 2, 493 with torch at 1)
-        self.torch_threads = opts.get("torch_threads", max(1, (os.cpu_count() or 1) - self.num_threads))
+        # DALI's threads and a second thread pool on the same cores spin against
+        # each other (measured 2 cores with torch's pool: 98 img/s with both at 2, 493 at 1)
+        self.ops_threads = int(opts.get("ops_threads", max(1, (os.cpu_count() or 1) - self.num_threads)))
         src = loader.dataset
         self.labels = np.ascontiguousarray(src.labels, dtype=np.int64)
         self.arrays = src.fixed_shape is not None
@@ -337,15 +339,10 @@ class DaliBackend:
         else:
             images = torch.from_numpy(np.array(images_tl.as_tensor()))
         index, label, magnitude, ops, mags, where = (np.array(m.as_tensor()) for m in meta)
-        if self.torch_threads is not None and not self.gpu:
-            prev = torch.get_num_threads()
-            torch.set_num_threads(int(self.torch_threads))
-            try:
-                images = apply_ops(images, ops, mags, self.space)
-            finally:
-                torch.set_num_threads(prev)
-        else:
+        if self.gpu:
             images = apply_ops(images, ops, mags, self.space)
+        else:  # the fused numba kernels, on numba's threads while DALI's work on the next batch
+            images = apply_ops_cpu(images, ops, mags, self.space, parallel=True, threads=self.ops_threads)
         if self.loader.output == "float":
             images = images.float().mul_(self._scale).add_(self._shift)
         return Batch(images, torch.from_numpy(label).to(device), torch.from_numpy(index).to(device),
