@@ -163,8 +163,9 @@ class TorchBackend:
         self.builder = BatchBuilder(loader.dataset, loader.crop, policy, loader.knob, loader.seed,
                                     loader.on_error, apply_ops=not on_gpu)
         self.builder.parallel_ops = loader.num_workers == 0
-        # Compile the planner here, before workers fork, so they inherit it.
+        # Compile the planner and the kernels here, before workers fork, so they inherit them.
         make_plan(0, 0, np.zeros(1, np.int64), 8, 8, 0.0, None, loader.crop, policy)
+        apply_ops_cpu(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), np.ones((1, 1)), np.ones((1, 1)), policy.space)
         default = "threads" if loader.dataset.fixed_shape is not None and not on_gpu else "processes"
         self.workers = loader.backend_options.get("workers", default)
         if self.workers not in ("threads", "processes"):
