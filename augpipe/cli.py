@@ -68,6 +68,9 @@ def cmd_demo(a) -> None:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="augpipe", description="Capacity-aware image augmentation at loader speed.")
     sub = p.add_subparsers(dest="command", required=True)
+    from .convert import add_parser as add_convert_parser  # FFCV itself is imported only when run
+
+    add_convert_parser(sub)
 
     s = sub.add_parser("show", help="write a PNG grid of a policy's ops across magnitudes")
     s.add_argument("--source", default="fashion-mnist:test", help="image folder, or fashion-mnist[:test]")

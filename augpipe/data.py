@@ -345,11 +345,12 @@ def open_source(source, on_error: str = "raise") -> Source:
 
     Args:
         source: A Source (returned as is); an (images, labels) pair; "fashion-mnist",
-            "fashion-mnist:train" or "fashion-mnist:test"; or a path to an image folder.
+            "fashion-mnist:train" or "fashion-mnist:test"; a path to an image folder; or a
+            .beton file (`augpipe convert`; read with FFCV).
         on_error: Passed to FolderSource.
 
     Raises:
-        ValueError: A .beton path (needs backend="ffcv") or an existing non-folder path.
+        ValueError: An existing path that is neither a folder nor a .beton file.
         FileNotFoundError: A path that does not exist.
         TypeError: Anything else.
     """
@@ -361,11 +362,12 @@ def open_source(source, on_error: str = "raise") -> Source:
         return FashionMNIST(split=source.partition(":")[2] or "train")
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        if path.suffix.lower() == ".beton":
-            raise ValueError(f"{path} is an FFCV .beton file; .beton sources need backend='ffcv', "
-                             "which is not built yet")
         if not path.exists():
             raise FileNotFoundError(f"source path {path} does not exist")
+        if path.suffix.lower() == ".beton":
+            from .beton import BetonSource  # imported here: beton.py builds on this module
+
+            return BetonSource(path)
         if not path.is_dir():
             raise ValueError(f"{path} is a file; expected a folder laid out as <root>/<class>/<image>")
         return FolderSource(path, on_error=on_error)

@@ -34,15 +34,16 @@ class Loader:
 
     Args:
         source: an image folder (class sub-folders), a `(images, labels)`
-            numpy/torch pair, "fashion-mnist" / "fashion-mnist:test", or a
-            `augpipe.data.Source`.
+            numpy/torch pair, "fashion-mnist" / "fashion-mnist:test", a .beton
+            file, or a `augpipe.data.Source`.
         batch_size: samples per batch, >= 1.
         policy: a Policy or its name ("randaugment", "trivialaugment",
             "autoaugment", "identity"). Default RandAugment(num_ops=2).
         magnitude: global magnitude in [0, 30], live (see `magnitude`).
-        backend: "auto" (= "torch"), "torch", "dali" (DALI decodes and crops,
-            augpipe's torch kernels apply the ops; see augpipe/backends/dali.py)
-            or "ffcv".
+        backend: "auto" ("ffcv" for a .beton, else "torch"), "torch", "dali"
+            (DALI decodes and crops, augpipe's kernels apply the ops; see
+            augpipe/backends/dali.py) or "ffcv" (planner and kernels inside
+            FFCV's compiled pipeline; see augpipe/backends/ffcv.py).
         size: output side (int or (h, w)); default: native for arrays, 224
             for folders.
         train: training transforms (random crop + flip + policy) or
@@ -120,7 +121,9 @@ class Loader:
         self._step = 0  # batches handed out in the current epoch (for state_dict)
         self._resume = 0  # where the next iter() starts: 0, or a load_state_dict step
         self.backend_options = dict(backend_options or {})
-        self.backend = "torch" if backend == "auto" else backend
+        if backend == "auto":
+            backend = "ffcv" if type(self.dataset).__name__ == "BetonSource" else "torch"
+        self.backend = backend
         self._backend = _make_backend(self.backend, self)
 
     # ------------------------------------------------------------ the knob

@@ -354,8 +354,11 @@ def test_open_source_skip_reaches_folder(make_folder, jpeg_bytes):
 
 
 def test_open_source_errors(tmp_path, photo_folder):
-    with pytest.raises(ValueError, match=r"data\.beton.*backend='ffcv'"):
+    with pytest.raises(FileNotFoundError, match=r"data\.beton"):
         open_source(tmp_path / "data.beton")
+    (tmp_path / "fake.beton").write_bytes(b"not a beton")
+    with pytest.raises(ValueError, match=r"fake\.beton is not a readable FFCV \.beton"):
+        open_source(tmp_path / "fake.beton")
     with pytest.raises(FileNotFoundError, match="missing_dir"):
         open_source(str(tmp_path / "missing_dir"))
     with pytest.raises(ValueError, match="rgb.png"):
