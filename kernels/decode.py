@@ -7,7 +7,6 @@ resizing the scaled box loses nothing the antialiased downscale would keep
 (up to the decoder's own DCT-domain filter). These helpers choose the scale
 and map the box; the decode call itself belongs to the executor.
 """
-import numpy as np
 from numba import njit
 
 

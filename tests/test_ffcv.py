@@ -11,7 +11,7 @@ from augpipe.beton import BetonSource  # noqa: E402
 from augpipe.convert import convert  # noqa: E402
 from augpipe.data import ArraySource, DecodeError, FashionMNIST, FolderSource  # noqa: E402
 from augpipe.loader import Loader  # noqa: E402
-from augpipe.policy import Identity, RandAugment, RandomCrop, RandomResizedCrop  # noqa: E402
+from augpipe.policy import Identity, RandAugment, RandomCrop  # noqa: E402
 
 # numba's dispatcher finalizers raise a harmless KeyError when FFCV's generated
 # pipelines are garbage collected (see augpipe/backends/ffcv.py); not ours to fix.

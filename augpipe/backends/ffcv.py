@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -151,7 +150,6 @@ class PlanDecoder(SimpleRGBImageDecoder):
         state_addr, sched_addr, n_sched = address(live.state), address(live.sched), np.int64(len(live.sched))
         ops_addr, mags_addr, used_addr = address(live.ring_ops), address(live.ring_mags), address(live.ring_used)
         slots, bsz, k_ops = np.int64(live.slots), np.int64(live.batch), np.int64(live.num_ops)
-        max_pixels = np.int64(self.max_pixels)
         top_mag = MAX_MAGNITUDE
 
         def decode(batch_indices, my_storage, metadata, storage_state):
