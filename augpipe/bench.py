@@ -84,7 +84,8 @@ def tv_224(args, randaugment=True):
     return _tv_loader(Jpegs(), args)
 
 
-def augpipe_torch(args, data="32px", caps=False):
+def augpipe_loader(args, data="32px", caps=False, backend="torch"):
+    """augpipe's Loader with RandAugment(2) on a bench data set (any backend)."""
     import numpy as np
 
     from .loader import Loader
@@ -92,7 +93,7 @@ def augpipe_torch(args, data="32px", caps=False):
 
     source = benchdata.fashion_32(args["channels"]) if data == "32px" else benchdata.imagenet_like(args["data_root"])
     loader = Loader(source, batch_size=args["batch"], policy=RandAugment(2), magnitude=args["magnitude"],
-                    num_workers=args["workers"], seed=0, size=32 if data == "32px" else 224)
+                    backend=backend, num_workers=args["workers"], seed=0, size=32 if data == "32px" else 224)
     if caps:
         rng = np.random.default_rng(0)
         loader.set_caps(rng.uniform(0, args["magnitude"], len(loader.dataset)).astype(np.float32))
@@ -103,14 +104,14 @@ ROWS = {
     "32px": {
         "torchvision crop+flip": lambda a: tv_32(a, randaugment=False),
         "torchvision crop+flip+RandAugment": tv_32,
-        "augpipe-torch crop+flip+RandAugment": augpipe_torch,
-        "augpipe-torch, per-sample caps": lambda a: augpipe_torch(a, caps=True),
+        "augpipe-torch crop+flip+RandAugment": augpipe_loader,
+        "augpipe-torch, per-sample caps": lambda a: augpipe_loader(a, caps=True),
     },
     "224px": {
         "torchvision RRC+flip": lambda a: tv_224(a, randaugment=False),
         "torchvision RRC+flip+RandAugment": tv_224,
-        "augpipe-torch RRC+flip+RandAugment": lambda a: augpipe_torch(a, "224px"),
-        "augpipe-torch, per-sample caps": lambda a: augpipe_torch(a, "224px", caps=True),
+        "augpipe-torch RRC+flip+RandAugment": lambda a: augpipe_loader(a, "224px"),
+        "augpipe-torch, per-sample caps": lambda a: augpipe_loader(a, "224px", caps=True),
     },
 }
 

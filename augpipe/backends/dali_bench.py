@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import benchdata
+from ..bench import augpipe_loader
 
 
 class _Stock:
@@ -89,16 +90,7 @@ def stock_32(args):
 
 
 def augpipe_dali(args, data: str, caps: bool = True):
-    from ..loader import Loader
-    from ..policy import RandAugment
-
-    source = benchdata.fashion_32(args["channels"]) if data == "32px" else benchdata.imagenet_like(args["data_root"])
-    loader = Loader(source, batch_size=args["batch"], policy=RandAugment(2), magnitude=args["magnitude"],
-                    backend="dali", num_workers=args["workers"], seed=0, size=32 if data == "32px" else 224)
-    if caps:
-        rng = np.random.default_rng(0)
-        loader.set_caps(rng.uniform(0, args["magnitude"], len(loader.dataset)).astype(np.float32))
-    return loader
+    return augpipe_loader(args, data, caps, backend="dali")
 
 
 ROWS = {
