@@ -1,0 +1,25 @@
+"""`augpipe bench` plumbing: rows of every backend, one timed row, memory sampling."""
+import os
+
+from augpipe import bench
+
+ARGS = {"images": 512, "workers": 2, "batch": 128, "magnitude": 9.0, "channels": 3, "data_root": None}
+
+
+def test_rows_of_every_backend_and_their_baselines():
+    for data in ("32px", "224px"):
+        rows = bench.rows_for("all", data)
+        assert bench.BASELINES[data] in rows
+        assert any(n.startswith("augpipe-torch") for n in rows)
+        assert any(n.startswith("augpipe-dali") for n in rows) and any(n.startswith("DALI stock") for n in rows)
+        assert any(n.startswith("augpipe-ffcv") for n in rows) and any(n.startswith("FFCV ") for n in rows)
+
+
+def test_a_row_times_the_images_it_was_asked_for():
+    result = bench._run_row("torch", "32px", "augpipe-torch, per-sample caps", ARGS)
+    assert result["images"] == 512 and result["images_per_s"] > 0 and result["seconds"] > 0
+
+
+def test_peak_memory_reads_this_process_tree():
+    assert bench._pss_kib(os.getpid()) > 10_000  # a Python process with torch holds > 10 MB
+    assert os.getpid() in bench._tree(os.getpid())
