@@ -101,3 +101,13 @@ def jpeg_bytes():
         return _encode(Image.fromarray(crop), "JPEG", quality=90)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def fmnist():
+    """600 real Fashion-MNIST test images as an (images, labels) pair (read-only)."""
+    from augpipe.data import FashionMNIST
+
+    src = FashionMNIST("test")
+    idx = np.arange(600)
+    return src.get_batch(idx), src.labels[idx]

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import augpipe as ap
-from augpipe.data import DecodeError, FashionMNIST
+from augpipe.data import DecodeError
 from augpipe.ops import OPS
 
 pytest.importorskip("nvidia.dali")
@@ -32,12 +32,6 @@ CUDA = torch.cuda.is_available()
 FOLDER_TOLERANCE = {"Solarize": (0.5, 0.01), "AutoContrast": (1.2, 0.15), "Equalize": (2.5, 0.2)}
 DEFAULT_TOLERANCE = (0.3, 0.005)
 
-
-@pytest.fixture(scope="module")
-def fmnist():
-    src = FashionMNIST("test")
-    idx = np.arange(600)
-    return src.get_batch(idx), src.labels[idx]
 
 
 def run(loader, limit=None):

@@ -16,13 +16,6 @@ from augpipe.data import FashionMNIST
 from augpipe.plan import make_plan
 
 
-@pytest.fixture(scope="module")
-def fmnist():
-    """600 real Fashion-MNIST test images as an (images, labels) pair."""
-    src = FashionMNIST("test")
-    idx = np.arange(600)
-    return src.get_batch(idx), src.labels[idx]
-
 
 def batches(loader, limit=None):
     out = []
