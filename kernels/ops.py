@@ -108,24 +108,33 @@ def _gray(r, g, b):
     return math.floor(t)
 
 
+# Pointwise kernels loop over flat views (images are C-contiguous): 2-3x
+# faster than (y, x, c) indexing, measured at 224 px.
+
+@njit(nogil=True, cache=True)
+def _copy(src, dst):
+    """dst = src (same shape, C-contiguous)."""
+    dst.reshape(-1)[:] = src.reshape(-1)
+
+
 @njit(nogil=True, cache=True)
 def _apply_lut(src, lut, dst):
     """dst = lut[c][src] with a (C, 256) lookup table."""
-    h, w, ch = src.shape
-    for y in range(h):
-        for x in range(w):
-            for c in range(ch):
-                dst[y, x, c] = lut[c, src[y, x, c]]
+    ch = src.shape[2]
+    s = src.reshape(-1)
+    d = dst.reshape(-1)
+    for k in range(0, s.shape[0], ch):
+        for c in range(ch):
+            d[k + c] = lut[c, s[k + c]]
 
 
 @njit(nogil=True, cache=True)
 def _apply_lut1(src, lut, dst):
     """dst = lut[src] with one 256-entry lookup table for every channel."""
-    h, w, ch = src.shape
-    for y in range(h):
-        for x in range(w):
-            for c in range(ch):
-                dst[y, x, c] = lut[src[y, x, c]]
+    s = src.reshape(-1)
+    d = dst.reshape(-1)
+    for k in range(s.shape[0]):
+        d[k] = lut[s[k]]
 
 
 # ------------------------------------------------------------------ geometry
@@ -362,7 +371,7 @@ def op_rotate(src, degrees, dst):
 @njit(nogil=True, cache=True)
 def op_identity(src, _param, dst):
     """A copy."""
-    dst[...] = src
+    _copy(src, dst)
 
 
 @njit(nogil=True, cache=True)
@@ -397,12 +406,14 @@ def op_color(src, factor, dst):
         return
     ratio = np.float32(factor)
     alpha = np.float32(1.0 - factor)
-    for y in range(h):
-        for x in range(w):
-            r, g, b = src[y, x, 0], src[y, x, 1], src[y, x, 2]
-            gray = np.float32(_gray(r, g, b))
-            for c in range(3):
-                dst[y, x, c] = _to_u8(_blend32(np.float32(src[y, x, c]) * ratio, gray, alpha))
+    s = src.reshape(-1)
+    d = dst.reshape(-1)
+    for k in range(0, s.shape[0], 3):
+        r, g, b = s[k], s[k + 1], s[k + 2]
+        gray = np.float32(_gray(r, g, b))
+        d[k] = _to_u8(_blend32(np.float32(r) * ratio, gray, alpha))
+        d[k + 1] = _to_u8(_blend32(np.float32(g) * ratio, gray, alpha))
+        d[k + 2] = _to_u8(_blend32(np.float32(b) * ratio, gray, alpha))
 
 
 @njit(nogil=True, cache=True)
@@ -436,32 +447,40 @@ def op_sharpness(src, factor, dst):
     rounded once (torch's fused add), clamped and truncated.
     """
     h, w, ch = src.shape
-    dst[...] = src
+    _copy(src, dst)
     if h <= 2 or w <= 2:
         return
     alpha = np.float32(1.0 - factor)
+    s = src.reshape(-1)
+    d = dst.reshape(-1)
+    rs = w * ch
+    lut = np.full(65536, -1, np.int16)  # (center, blurred) -> result, filled on first use:
+    # the float64 blend per value is the cost, and an image holds few distinct pairs
     for y in range(1, h - 1):
-        for x in range(1, w - 1):
-            for c in range(ch):
-                center = int(src[y, x, c])
-                k = 4 * center
-                for dy in range(-1, 2):
-                    for dx in range(-1, 2):
-                        k += int(src[y + dy, x + dx, c])
-                blurred = (2 * k + 13) // 26
-                dst[y, x, c] = _to_u8(_blend32(np.float32(center), np.float32(blurred - center), alpha))
+        up, mid, down = (y - 1) * rs, y * rs, (y + 1) * rs
+        for j in range(ch, rs - ch):
+            center = np.int64(s[mid + j])
+            k = (5 * center + np.int64(s[up + j - ch]) + np.int64(s[up + j]) + np.int64(s[up + j + ch])
+                 + np.int64(s[mid + j - ch]) + np.int64(s[mid + j + ch])
+                 + np.int64(s[down + j - ch]) + np.int64(s[down + j]) + np.int64(s[down + j + ch]))
+            blurred = (2 * k + 13) // 26
+            key = (center << 8) | blurred
+            r = lut[key]
+            if r < 0:
+                r = np.int16(_to_u8(_blend32(np.float32(center), np.float32(blurred - center), alpha)))
+                lut[key] = r
+            d[mid + j] = np.uint8(r)
 
 
 @njit(nogil=True, cache=True)
 def op_posterize(src, bits, dst):
     """Keep the top `bits` (rounded, clipped to 0..8) bits of every value."""
     n = min(max(_rint(bits), 0), 8)
-    mask = (0xFF << (8 - n)) & 0xFF
-    h, w, ch = src.shape
-    for y in range(h):
-        for x in range(w):
-            for c in range(ch):
-                dst[y, x, c] = src[y, x, c] & mask
+    mask = np.uint8((0xFF << (8 - n)) & 0xFF)
+    s = src.reshape(-1)
+    d = dst.reshape(-1)
+    for k in range(s.shape[0]):
+        d[k] = s[k] & mask
 
 
 @njit(nogil=True, cache=True)
@@ -531,11 +550,10 @@ def op_equalize(src, _param, dst):
 @njit(nogil=True, cache=True)
 def op_invert(src, _param, dst):
     """255 - x."""
-    h, w, ch = src.shape
-    for y in range(h):
-        for x in range(w):
-            for c in range(ch):
-                dst[y, x, c] = 255 - src[y, x, c]
+    s = src.reshape(-1)
+    d = dst.reshape(-1)
+    for k in range(s.shape[0]):
+        d[k] = 255 - s[k]
 
 
 # ------------------------------------------------------------------- drivers
@@ -591,7 +609,7 @@ def apply_sample_ops(image, ops, mags, tables, scratch):
         cur, other = other, cur
         in_scratch = not in_scratch
     if in_scratch:
-        image[...] = scratch
+        _copy(scratch, image)
 
 
 @njit(parallel=True, nogil=True, cache=True)

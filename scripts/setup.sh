@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS="pkg-config libopencv-dev libturbojpeg0-dev dataset-fashion-mnist"
+DEBS="pkg-config libopencv-dev libturbojpeg0-dev libjpeg62-turbo-dev dataset-fashion-mnist"
 missing=""
 for p in $DEBS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

@@ -244,3 +244,22 @@ def test_non_beton_source_is_converted_into_cache(photo_folder, tmp_path):
     ref = Loader(str(photo_folder), backend="torch", batch_size=4, policy=Identity(), size=24, num_workers=0)
     for a, b in zip(loader, ref):
         assert torch.equal(a.index, b.index) and torch.equal(a.images, b.images)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # FFCV's thread stops on it
+def test_corrupt_stored_jpeg_names_the_sample(photo_beton, tmp_path):
+    import shutil
+
+    path = tmp_path / "corrupt.beton"
+    shutil.copy(photo_beton.path, path)
+    bad = 3
+    ptr = int(photo_beton._ptrs[bad])
+    size = int(photo_beton._alloc_sizes[np.searchsorted(photo_beton._alloc_ptrs, ptr)])
+    with open(path, "r+b") as f:  # the sample's JPEG bytes -> zeros: libjpeg refuses the stream
+        f.seek(ptr)
+        f.write(bytes(size))
+    source = BetonSource(path)
+    loader = Loader(source, backend="ffcv", batch_size=8, seed=0, num_workers=2, policy=Identity(), size=32,
+                    shuffle=False)
+    with pytest.raises(DecodeError, match=rf"corrupt\.beton\[{bad}\].*could not decode"):
+        list(loader)

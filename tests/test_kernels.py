@@ -272,11 +272,11 @@ np.savez(sys.argv[3], images=images, params=params)
 
 
 def test_pure_python_gives_identical_results(tmp_path):
-    # A subset (Brightness, Posterize, Equalize, ShearX, Rotate, Contrast, op_param)
+    # A subset (Brightness, Posterize, Equalize, ShearX, Rotate, Contrast, Sharpness, op_param)
     # under NUMBA_DISABLE_JIT=1: the kernels are plain Python + NumPy scalars.
     rng = np.random.default_rng(5)
-    chosen = [OP_IDS[n] for n in ("Brightness", "Posterize", "Equalize", "ShearX", "Rotate", "Contrast")]
-    images = nhwc(photos((32, 32), 3))[rng.integers(0, 3, 6)]
+    chosen = [OP_IDS[n] for n in ("Brightness", "Posterize", "Equalize", "ShearX", "Rotate", "Contrast", "Sharpness")]
+    images = nhwc(photos((32, 32), 3))[rng.integers(0, 3, len(chosen))]
     ops = np.array([[o, chosen[(i + 1) % len(chosen)]] for i, o in enumerate(chosen)], np.int8)
     mags = (rng.uniform(0, 30, ops.shape) * rng.choice([-1, 1], ops.shape)).astype(np.float32)
     tables = param_tables(STANDARD, 32, 32)

@@ -1,13 +1,15 @@
 """The FFCV backend: the planner and numba kernels inside FFCV's compiled pipeline.
 
 Batches come from FFCV's `EpochIterator` thread; every stage is compiled
-code. Per sample, the image decoder (`PlanDecoder`) reads the stored size,
-calls `augpipe.plan.plan_sample` with (seed, epoch, dataset index, knob,
-cap[index]) -- the very planner the torch backend uses -- decodes (FFCV's
-libjpeg-turbo `imdecode`; DCT-scaled when the crop box is >= 2x the output),
-crops the planner's box, resizes (torch's antialiased bilinear, bit-exact)
-and flips into FFCV's output buffer. `PlanOps` then applies the planned ops
-with `augpipe.kernels.ops.apply_ops_batch`.
+code. The image field has one stage, `PlanDecoder`, parallel over the batch
+with one chunk (and one set of scratch buffers) per thread. Per sample it
+reads the stored size, calls `augpipe.plan.plan_sample` with (seed, epoch,
+dataset index, knob, cap[index]) -- the very planner the torch backend uses
+--, decodes only the planned box (`kernels.jpeg.decode_box`: libjpeg-turbo
+with jpeg_crop_scanline / jpeg_skip_scanlines, bit-identical to a full
+decode; DCT-scaled when the box is >= 2x the output), resizes (torch's
+antialiased bilinear, bit-exact) and flips, applies the planned ops
+(`kernels.ops.apply_sample_ops`) and writes CHW into FFCV's output buffer.
 
 Live values: the knob, the per-sample caps, the epoch and a per-step
 schedule are read through their addresses (kernels.live) on every batch, so
@@ -45,20 +47,21 @@ import torch
 
 from ffcv.fields.basics import IntDecoder
 from ffcv.fields.rgb_image import SimpleRGBImageDecoder
-from ffcv.libffcv import imdecode
 from ffcv.loader import Loader as FfcvLoader
 from ffcv.loader import OrderOption
 from ffcv.pipeline.allocation_query import AllocationQuery
 from ffcv.pipeline.compiler import Compiler
 from ffcv.pipeline.operation import Operation
 from ffcv.pipeline.state import State
-from ffcv.transforms import Squeeze, ToDevice, ToTensor, ToTorchImage
+from ffcv.transforms import Squeeze, ToDevice, ToTensor
 from ffcv.traversal_order.base import TraversalOrder
 
 from ..batch import Batch
 from ..beton import BetonSource
 from ..kernels.decode import dct_denominator, scale_box, scaled_size
+from ..kernels.jpeg import ERRORS, decode_box
 from ..kernels.live import address, live_f32, live_f64, live_i8, live_i64
+from ..kernels.ops import apply_sample_ops
 from ..kernels.resize import resize_box
 from ..ops import MAX_MAGNITUDE, SIGNED, check_magnitude, param_tables
 from ..plan import plan_sample
@@ -72,15 +75,6 @@ _EPOCH, _COUNTER, _START = 0, 1, 2
 DEFAULT_CACHE = Path(os.environ.get("AUGPIPE_CACHE", Path.home() / ".cache" / "augpipe")) / "ffcv"
 
 
-def _ops_kernel():
-    """kernels.ops.apply_ops_batch, or None while it does not exist."""
-    try:
-        from ..kernels.ops import apply_ops_batch
-    except ImportError:
-        return None
-    return apply_ops_batch
-
-
 class LiveState:
     """The arrays compiled code reads by address; owned by the backend.
 
@@ -88,6 +82,7 @@ class LiveState:
     sched: float64 per-step magnitudes of the epoch (-1: use the knob)
     ring_*: ops / signed magnitudes / magnitude used, per batch built,
         in a ring of `slots` batches (batch j of an iteration is slot j % slots).
+    error: int64 [dataset index, code] of the first sample that failed to decode (-1: none).
     """
 
     def __init__(self, steps: int, slots: int, batch: int, num_ops: int):
@@ -97,10 +92,17 @@ class LiveState:
         self.ring_ops = np.full((slots, batch, num_ops), -1, np.int8)
         self.ring_mags = np.zeros((slots, batch, num_ops), np.float32)
         self.ring_used = np.zeros((slots, batch), np.float32)
+        self.error = np.full(2, -1, np.int64)
 
 
 class PlanDecoder(SimpleRGBImageDecoder):
-    """Decode + plan + crop/resize + flip, per sample, parallel over the batch.
+    """The whole image pipeline as one FFCV stage, parallel over the batch.
+
+    Per sample: plan (augpipe.plan.plan_sample), decode only the planned box
+    (kernels.jpeg.decode_box; DCT-scaled when the box is >= 2x the output),
+    resize + flip (kernels.resize), the planned ops (kernels.ops), and a CHW
+    write into FFCV's output buffer. One pass per sample keeps the image in
+    cache and leaves no serial stage between parallel ones.
 
     (A SimpleRGBImageDecoder subclass only so that FFCV takes it as the image
     field's decoder.)"""
@@ -113,47 +115,63 @@ class PlanDecoder(SimpleRGBImageDecoder):
         out_h, out_w = self.b.size
         max_h = int(self.metadata["height"].max())
         max_w = int(self.metadata["width"].max())
-        self.max_pixels = max_h * max_w
-        shape = (out_h, out_w, 3)
-        dtype = np.dtype("<u1")
+        shape, dtype = (3, out_h, out_w), np.dtype("<u1")  # CHW: no ToTorchImage permute afterwards
+        # Scratch per thread, not per sample: FFCV's own decoders reserve a
+        # largest-image buffer for every sample of every batch in flight, which
+        # is most of their peak memory. FFCV only allocates per sample, so each
+        # per-thread buffer is spread over the batch's rows and reshaped back.
+        threads, bsz = self.b.threads, self.b.loader.batch_size
+        self.sizes = (max(1, max_h * max_w * 3),  # decoded box: at most the largest image
+                      max(1, max_h * out_w * 3),  # resize intermediate
+                      out_h * out_w * 3 * 2)  # the image and its ops ping-pong partner
+        per_sample = -(-threads * sum(self.sizes) // bsz)
+        k = max(1, self.b.policy.num_ops)
         return (replace(previous_state, jit_mode=True, shape=shape, dtype=dtype),
                 (AllocationQuery(shape, dtype),
-                 AllocationQuery((self.max_pixels * 3,), dtype),  # decoded image
-                 AllocationQuery((max_h * out_w * 3,), dtype),  # resize intermediate
-                 AllocationQuery((self.b.policy.num_ops,), np.dtype("<i1")),  # planned ops
-                 AllocationQuery((self.b.policy.num_ops,), np.dtype("<f4")),  # planned signed magnitudes
-                 AllocationQuery((1,), np.dtype("<f4"))))  # magnitude used
+                 AllocationQuery((per_sample,), dtype),  # the threads' scratch
+                 AllocationQuery((6,), np.dtype("<i8")),  # crop box (4) and decoded region (2)
+                 AllocationQuery((k,), np.dtype("<i1")),  # planned ops
+                 AllocationQuery((k,), np.dtype("<f4")),  # planned signed magnitudes
+                 AllocationQuery((2,), np.dtype("<f4"))))  # [magnitude used, decode status]
 
     def generate_code(self):
         b, live = self.b, self.b.live
         mem_read = self.memory_read
         my_range = Compiler.get_iterator()
-        imdecode_c = Compiler.compile(imdecode)
         # Fresh dispatchers per generated pipeline, as FFCV does for its own
         # callees: calling the module-level dispatchers from a second compiled
         # pipeline in the same process failed in numba's typing (KeyError in
         # Dispatcher.nopython_signatures, measured with numba 0.68).
         resize_box_c = _fresh(resize_box)
         plan_sample_c = _fresh(plan_sample)
+        decode_box_c = _fresh(decode_box)
         dct_denominator_c = _fresh(dct_denominator)
         scaled_size_c = _fresh(scaled_size)
         scale_box_c = _fresh(scale_box)
+        apply_ops_c = _fresh(apply_sample_ops)
         seed = np.uint64(b.seed)
         crop = b.crop_params
         pol = b.policy
         kind, pool, num_ops, draw = np.int64(pol.kind), pol.pool, np.int64(pol.num_ops), pol.draw_magnitude
         sub_ops, sub_probs, sub_mags, signed = pol.sub_ops, pol.sub_probs, pol.sub_mags, SIGNED
+        has_ops = pol.kind != 0
+        tables = param_tables(b.space, b.size[0], b.size[1])
         fill = np.uint8(b.fill)
         max_denom = np.int64(8 if b.dct_scale else 1)
+        fast_dct = np.int64(1)  # FFCV's decoders and BetonSource decode with the fast integer IDCT too
         out_h, out_w = np.int64(b.size[0]), np.int64(b.size[1])
         knob_addr, caps_addr, n_caps = address(b.knob_value), address(b.caps), np.int64(len(b.caps))
         state_addr, sched_addr, n_sched = address(live.state), address(live.sched), np.int64(len(live.sched))
         ops_addr, mags_addr, used_addr = address(live.ring_ops), address(live.ring_mags), address(live.ring_used)
+        error_addr = address(live.error)
         slots, bsz, k_ops = np.int64(live.slots), np.int64(live.batch), np.int64(live.num_ops)
+        threads = np.int64(b.threads)
+        dec_n, tmp_n, img_n = (np.int64(v) for v in self.sizes)
+        img_n //= 2
         top_mag = MAX_MAGNITUDE
 
         def decode(batch_indices, my_storage, metadata, storage_state):
-            destination, temp_storage, resize_tmp, plan_ops, plan_mags, plan_used = my_storage
+            destination, scratch, boxes, plan_ops, plan_mags, plan_out = my_storage
             state = live_i64(state_addr, 4)
             epoch = state[0]
             built = state[1]
@@ -166,51 +184,78 @@ class PlanDecoder(SimpleRGBImageDecoder):
             caps = live_f32(caps_addr, n_caps)
             slot = built % slots
             n = len(batch_indices)
-            for i in my_range(n):
-                idx = batch_indices[i]
-                field = metadata[idx]
-                height = np.int64(field["height"])
-                width = np.int64(field["width"])
-                box = np.empty(4, np.int64)
-                cap = caps[idx] if n_caps > 0 else top_mag
-                flip, used = plan_sample_c(seed, np.uint64(epoch), np.int64(idx), height, width, knob, cap, crop,
-                                         kind, pool, num_ops, draw, sub_ops, sub_probs, sub_mags, signed,
-                                         box, plan_ops[i], plan_mags[i])
-                plan_used[i, 0] = used
-                image_data = mem_read(field["data_ptr"], storage_state)
-                top, left, h, w = box[0], box[1], box[2], box[3]
-                if field["mode"] == _JPG:
-                    denom = dct_denominator_c(h, w, out_h, out_w, max_denom)
-                    dh = scaled_size_c(height, denom)
-                    dw = scaled_size_c(width, denom)
-                    buf = temp_storage[i]
-                    h32 = np.uint32(height)
-                    w32 = np.uint32(width)
-                    imdecode_c(image_data, buf, h32, w32, h32, w32, np.uint32(0), np.uint32(0), np.uint32(1),
-                               np.uint32(denom), False, False)
-                    image = buf[: dh * dw * 3].reshape((dh, dw, 3))
-                    if denom > 1:
-                        scale_box_c(top, left, h, w, denom, dh, dw, box)
-                        top, left, h, w = box[0], box[1], box[2], box[3]
-                else:
-                    # copied so both branches hand resize_box the same (writable) array
-                    # type: mixing read-only and writable arrays broke numba's parallel
-                    # compile when a serial compile came first (measured)
-                    buf = temp_storage[i]
-                    nbytes = height * width * 3
-                    buf[:nbytes] = image_data[:nbytes]
-                    image = buf[:nbytes].reshape((height, width, 3))
-                resize_box_c(image, top, left, h, w, flip, fill, destination[i], resize_tmp[i])
+            # One chunk per thread (round robin over the batch): each thread owns
+            # one set of scratch buffers.
+            for t in my_range(threads):
+                mine = scratch.reshape(-1)[t * (dec_n + tmp_n + 2 * img_n):]
+                dec_buf = mine[:dec_n]
+                tmp = mine[dec_n:dec_n + tmp_n]
+                image = mine[dec_n + tmp_n:dec_n + tmp_n + img_n].reshape((out_h, out_w, 3))
+                other = mine[dec_n + tmp_n + img_n:dec_n + tmp_n + 2 * img_n].reshape((out_h, out_w, 3))
+                for i in range(t, n, threads):
+                    idx = batch_indices[i]
+                    box = boxes[i, :4]
+                    region = boxes[i, 4:]
+                    field = metadata[idx]
+                    height = np.int64(field["height"])
+                    width = np.int64(field["width"])
+                    cap = caps[idx] if n_caps > 0 else top_mag
+                    flip, used = plan_sample_c(seed, np.uint64(epoch), np.int64(idx), height, width, knob, cap,
+                                               crop, kind, pool, num_ops, draw, sub_ops, sub_probs, sub_mags,
+                                               signed, box, plan_ops[i], plan_mags[i])
+                    plan_out[i, 0] = used
+                    plan_out[i, 1] = 0.0
+                    data = mem_read(field["data_ptr"], storage_state)
+                    top, left, h, w = box[0], box[1], box[2], box[3]
+                    # the part of the box inside the image (padded crops reach outside)
+                    t0, l0 = max(top, 0), max(left, 0)
+                    t1, l1 = min(top + h, height), min(left + w, width)
+                    if t1 <= t0 or l1 <= l0:  # nothing inside: every pixel is fill
+                        t0, l0, t1, l1 = 0, 0, 1, 1
+                    if field["mode"] == _JPG:
+                        denom = dct_denominator_c(h, w, out_h, out_w, max_denom)
+                        if denom > 1:
+                            scale_box_c(top, left, h, w, denom, scaled_size_c(height, denom),
+                                        scaled_size_c(width, denom), box)
+                            top, left, h, w = box[0], box[1], box[2], box[3]
+                            t0, l0, t1, l1 = top, left, top + h, left + w
+                        rc = decode_box_c(data, t0, l0, t1 - t0, l1 - l0, denom, fast_dct, dec_buf, region)
+                        if rc != 0:  # reported after the loop; the sample stays black
+                            plan_out[i, 1] = rc
+                            destination[i][:] = 0
+                            continue
+                        src = dec_buf[: (t1 - t0) * region[1] * 3].reshape((t1 - t0, region[1], 3))
+                        resize_box_c(src, top - t0, left - region[0], h, w, flip, fill, image, tmp)
+                    else:
+                        nbytes = height * width * 3
+                        dec_buf[:nbytes] = data[:nbytes]
+                        src = dec_buf[:nbytes].reshape((height, width, 3))
+                        resize_box_c(src, top, left, h, w, flip, fill, image, tmp)
+                    if has_ops:
+                        apply_ops_c(image, plan_ops[i], plan_mags[i], tables, other)
+                    out = destination[i]
+                    for c in range(3):
+                        for y in range(out_h):
+                            for x in range(out_w):
+                                out[c, y, x] = image[y, x, c]
             # Copy the plan into the ring outside the parallel loop: numba's parfor
             # pass drops stores to address-made views inside prange (measured).
             ring_ops = live_i8(ops_addr, slots * bsz * k_ops).reshape((slots * bsz, k_ops))
             ring_mags = live_f32(mags_addr, slots * bsz * k_ops).reshape((slots * bsz, k_ops))
             ring_used = live_f32(used_addr, slots * bsz)
+            failed = False
             for i in range(n):
                 for k in range(k_ops):
                     ring_ops[slot * bsz + i, k] = plan_ops[i, k]
                     ring_mags[slot * bsz + i, k] = plan_mags[i, k]
-                ring_used[slot * bsz + i] = plan_used[i, 0]
+                ring_used[slot * bsz + i] = plan_out[i, 0]
+                if plan_out[i, 1] != 0.0 and not failed:
+                    failed = True
+                    error = live_i64(error_addr, 2)
+                    error[0] = batch_indices[i]
+                    error[1] = np.int64(plan_out[i, 1])
+            if failed:
+                raise ValueError("augpipe: a stored JPEG failed to decode (see the loader's error)")
             return destination[:n]
 
         decode.is_parallel = True
@@ -227,35 +272,6 @@ def _fresh(dispatcher):
         return dispatcher
     options = {k: v for k, v in dispatcher.targetoptions.items() if k in ("nogil", "parallel", "fastmath", "boundscheck")}
     return njit(**options)(py)
-
-
-class PlanOps(Operation):
-    """Apply each sample's planned ops in place (kernels.ops.apply_ops_batch)."""
-
-    def __init__(self, backend: "FfcvBackend", kernel):
-        super().__init__()
-        self.b, self.kernel = backend, kernel
-
-    def declare_state_and_memory(self, previous_state: State):
-        return replace(previous_state, jit_mode=True), AllocationQuery(previous_state.shape, previous_state.dtype)
-
-    def generate_code(self):
-        live, kernel = self.b.live, _fresh(self.kernel)
-        tables = param_tables(self.b.space, self.b.size[0], self.b.size[1])
-        state_addr = address(live.state)
-        ops_addr, mags_addr = address(live.ring_ops), address(live.ring_mags)
-        slots, bsz, k_ops = np.int64(live.slots), np.int64(live.batch), np.int64(live.num_ops)
-
-        def ops(images, scratch):
-            state = live_i64(state_addr, 4)
-            slot = (state[1] - 1) % slots
-            n = images.shape[0]
-            ring_ops = live_i8(ops_addr, slots * bsz * k_ops).reshape((slots, bsz, k_ops))[slot]
-            ring_mags = live_f32(mags_addr, slots * bsz * k_ops).reshape((slots, bsz, k_ops))[slot]
-            kernel(images, ring_ops[:n], ring_mags[:n], tables, scratch[:n])
-            return images
-
-        return ops
 
 
 class _PlanOrder(TraversalOrder):
@@ -338,24 +354,17 @@ class FfcvBackend:
         self.caps = loader.knob.caps  # float32[N], shared, never rebound
         self.live = LiveState(len(loader), batches_ahead + 4, loader.batch_size, policy.num_ops)
         self.order = loader.indices(0)
-        kernel = _ops_kernel()
-        if kernel is None and policy.kind != 0:
-            raise ImportError("the FFCV backend needs augpipe.kernels.ops (apply_ops_batch) to run a policy; "
-                              "it is not installed in this tree yet")
+        self.threads = max(1, loader.num_workers)  # FFCV runs its stages on num_workers numba threads
         device = loader.device
-        image_ops = [PlanDecoder(self)]
-        if policy.kind != 0:
-            image_ops.append(PlanOps(self, kernel))
-        image_ops.append(ToTensor())
+        image_ops = [PlanDecoder(self), ToTensor()]  # CHW already: no ToTorchImage
         if device.type == "cuda":
             image_ops.append(ToDevice(device, non_blocking=True))
-        image_ops.append(ToTorchImage())
         tail = [ToTensor(), Squeeze()] + ([ToDevice(device, non_blocking=True)] if device.type == "cuda" else [])
         order = _PlanOrder(self) if self.order_option is None else {
             "random": OrderOption.RANDOM, "quasi_random": OrderOption.QUASI_RANDOM,
             "sequential": OrderOption.SEQUENTIAL}[self.order_option]
         self._ffcv = FfcvLoader(
-            str(self.path), batch_size=loader.batch_size, num_workers=max(1, loader.num_workers),
+            str(self.path), batch_size=loader.batch_size, num_workers=self.threads,
             os_cache=bool(opts.get("os_cache", True)), order=order,
             distributed=self.order_option is not None and loader.world_size > 1, seed=loader.seed,
             drop_last=loader.drop_last, batches_ahead=batches_ahead,
@@ -394,7 +403,7 @@ class FfcvBackend:
         self._ffcv.next_epoch = epoch
         self._iterator = it = iter(self._ffcv)
         try:
-            for j, (images, labels, index) in enumerate(_batches(it)):
+            for j, (images, labels, index) in enumerate(_batches(it, self)):
                 step = start + j if own_order else j
                 if not own_order and j < skip:
                     continue
@@ -426,10 +435,10 @@ class FfcvBackend:
                 it.join(timeout=5)
 
 
-def _batches(it):
+def _batches(it, backend: "FfcvBackend"):
     """FFCV's EpochIterator, minus its hang: if its thread dies on an error
     (the traceback is printed by the thread), FFCV's __next__ waits forever;
-    this raises instead."""
+    this raises instead (a DecodeError naming the sample for a bad JPEG)."""
     from queue import Empty
 
     from ffcv.loader.epoch_iterator import IS_CUDA
@@ -440,6 +449,12 @@ def _batches(it):
         except Empty:
             if not it.is_alive():
                 it.close()
+                index, code = (int(v) for v in backend.live.error)
+                if index >= 0:
+                    backend.live.error[:] = -1
+                    from ..data import DecodeError
+
+                    raise DecodeError(backend.beton.describe(index), ERRORS.get(code, f"error {code}"))
                 raise RuntimeError("FFCV's pipeline thread stopped on an error (its traceback is printed above)")
             continue
         if result is None:

@@ -42,15 +42,21 @@ def _ffcv_own(args, data: str):
                              "label": [IntDecoder(), ToTensor(), Squeeze()], "index": None})
 
 
-def _augpipe_ffcv(args, data: str, randaugment: bool = True):
+def _augpipe_ffcv(args, data: str, randaugment: bool = True, caps: bool = False):
+    import numpy as np
+
     from ..beton import BetonSource
     from ..loader import Loader
     from ..policy import Identity, RandAugment
 
-    return Loader(BetonSource(_beton(args, data)), batch_size=args["batch"],
-                  policy=RandAugment(2) if randaugment else Identity(), magnitude=args["magnitude"],
-                  num_workers=args["workers"], seed=0, size=32 if data == "32px" else 224, backend="ffcv",
-                  backend_options={"batches_ahead": 3})
+    loader = Loader(BetonSource(_beton(args, data)), batch_size=args["batch"],
+                    policy=RandAugment(2) if randaugment else Identity(), magnitude=args["magnitude"],
+                    num_workers=args["workers"], seed=0, size=32 if data == "32px" else 224, backend="ffcv",
+                    backend_options={"batches_ahead": 3})
+    if caps:  # as the other backends' caps rows: caps ~ U[0, magnitude] per sample
+        rng = np.random.default_rng(0)
+        loader.set_caps(rng.uniform(0, args["magnitude"], len(loader.dataset)).astype(np.float32))
+    return loader
 
 
 ROWS = {
@@ -58,10 +64,12 @@ ROWS = {
         "FFCV crop+flip (no RandAugment)": lambda a: _ffcv_own(a, "32px"),
         "augpipe-ffcv crop+flip (no RandAugment)": lambda a: _augpipe_ffcv(a, "32px", False),
         "augpipe-ffcv crop+flip+RandAugment": lambda a: _augpipe_ffcv(a, "32px"),
+        "augpipe-ffcv, per-sample caps": lambda a: _augpipe_ffcv(a, "32px", caps=True),
     },
     "224px": {
         "FFCV RRC+flip (no RandAugment)": lambda a: _ffcv_own(a, "224px"),
         "augpipe-ffcv RRC+flip (no RandAugment)": lambda a: _augpipe_ffcv(a, "224px", False),
         "augpipe-ffcv RRC+flip+RandAugment": lambda a: _augpipe_ffcv(a, "224px"),
+        "augpipe-ffcv, per-sample caps": lambda a: _augpipe_ffcv(a, "224px", caps=True),
     },
 }

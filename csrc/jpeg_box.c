@@ -1,0 +1,133 @@
+/* Decode only a box of a JPEG: the rows and columns a crop will read.
+ *
+ * libjpeg-turbo's TurboJPEG API (what FFCV's imdecode calls) decodes whole
+ * images; its lossless-crop transform still entropy-decodes everything and
+ * was measured slower than a full decode. The libjpeg API can do better:
+ * jpeg_crop_scanline restricts IDCT, upsampling and colour conversion to the
+ * box's columns, jpeg_skip_scanlines skips the IDCT of the rows above it,
+ * and rows below it are never decoded at all.
+ *
+ * The exported functions take plain integers and pointers so numba can call
+ * them (through ctypes) from compiled code without the GIL. Errors never
+ * exit: libjpeg's error_exit longjmps back and a negative code is returned.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <jpeglib.h>
+
+#define ERR_DECODE -1    /* libjpeg error (corrupt / unsupported stream) */
+#define ERR_BOX -2       /* box outside the (scaled) image */
+#define ERR_CAPACITY -3  /* output buffer too small */
+#define ERR_CHANNELS -4  /* not a 1- or 3-component image */
+
+struct guard {
+    struct jpeg_error_mgr pub;
+    jmp_buf jump;
+};
+
+static void guard_exit(j_common_ptr cinfo) { longjmp(((struct guard *)cinfo->err)->jump, 1); }
+static void guard_quiet(j_common_ptr cinfo, int level) { (void)cinfo; (void)level; }
+
+static int open_stream(struct jpeg_decompress_struct *cinfo, const unsigned char *data, uint64_t size) {
+    jpeg_create_decompress(cinfo);
+    jpeg_mem_src(cinfo, data, (unsigned long)size);
+    jpeg_read_header(cinfo, TRUE);
+    if (cinfo->num_components != 1 && cinfo->num_components != 3) return ERR_CHANNELS;
+    cinfo->out_color_space = JCS_RGB;
+    return 0;
+}
+
+/* Image size at scale 1/denom without decoding: out[0] = height, out[1] = width. */
+int augpipe_jpeg_size(const unsigned char *data, uint64_t size, int64_t denom, int64_t *out) {
+    struct jpeg_decompress_struct cinfo;
+    struct guard err;
+    int rc;
+    cinfo.err = jpeg_std_error(&err.pub);
+    err.pub.error_exit = guard_exit;
+    err.pub.emit_message = guard_quiet;
+    if (setjmp(err.jump)) {
+        jpeg_destroy_decompress(&cinfo);
+        return ERR_DECODE;
+    }
+    rc = open_stream(&cinfo, data, size);
+    if (rc == 0) {
+        cinfo.scale_num = 1;
+        cinfo.scale_denom = (unsigned int)denom;
+        jpeg_calc_output_dimensions(&cinfo);
+        out[0] = cinfo.output_height;
+        out[1] = cinfo.output_width;
+    }
+    jpeg_destroy_decompress(&cinfo);
+    return rc;
+}
+
+/* Decode rows [top, top + h) and (at least) columns [left, left + w) of the
+ * image scaled by 1/denom (box in scaled coordinates) as RGB into `out`.
+ * The columns decoded start at region[0] (<= left, aligned down to the
+ * JPEG's MCU) and are region[1] wide: pixel (y, x) of the box is
+ * out[(y * region[1] + x + left - region[0]) * 3 + c]. Fast integer IDCT
+ * (as FFCV and TurboJPEG's TJFLAG_FASTDCT) when `fast_dct`, else the
+ * accurate one (as torchvision). Returns 0 or a negative ERR_* code. */
+int augpipe_jpeg_decode_box(const unsigned char *data, uint64_t size, int64_t top, int64_t left, int64_t h,
+                            int64_t w, int64_t denom, int64_t fast_dct, unsigned char *out, uint64_t capacity,
+                            int64_t *region) {
+    struct jpeg_decompress_struct cinfo;
+    struct guard err;
+    volatile int rc = 0;
+    cinfo.err = jpeg_std_error(&err.pub);
+    err.pub.error_exit = guard_exit;
+    err.pub.emit_message = guard_quiet; /* warnings (e.g. premature end) decode on, as TurboJPEG does */
+    if (setjmp(err.jump)) {
+        jpeg_destroy_decompress(&cinfo);
+        return ERR_DECODE;
+    }
+    rc = open_stream(&cinfo, data, size);
+    if (rc == 0) {
+        JDIMENSION x0, cw, row, stride;
+        JSAMPROW rows[16];
+        cinfo.scale_num = 1;
+        cinfo.scale_denom = (unsigned int)denom;
+        cinfo.dct_method = fast_dct ? JDCT_IFAST : JDCT_ISLOW;
+        jpeg_calc_output_dimensions(&cinfo);
+        if (top < 0 || left < 0 || h <= 0 || w <= 0 || top + h > (int64_t)cinfo.output_height ||
+            left + w > (int64_t)cinfo.output_width) {
+            rc = ERR_BOX;
+        } else {
+            jpeg_start_decompress(&cinfo);
+            /* One extra column each side: chroma upsampling replicates the decoded
+             * region's edge samples, so the box's own edge columns would differ
+             * from a full decode's (measured); with the margin they are identical. */
+            x0 = (JDIMENSION)(left > 0 ? left - 1 : 0);
+            cw = (JDIMENSION)((left + w < (int64_t)cinfo.output_width ? left + w + 1 : left + w) - x0);
+            if (cw < cinfo.output_width) jpeg_crop_scanline(&cinfo, &x0, &cw);
+            stride = cw * 3;
+            if ((uint64_t)stride * (uint64_t)h > capacity) {
+                rc = ERR_CAPACITY;
+            } else {
+                if (top > 0) jpeg_skip_scanlines(&cinfo, (JDIMENSION)top);
+                while (cinfo.output_scanline < (JDIMENSION)(top + h)) {
+                    JDIMENSION want = (JDIMENSION)(top + h) - cinfo.output_scanline, k;
+                    if (want > 16) want = 16;
+                    for (k = 0; k < want; k++)
+                        rows[k] = out + (uint64_t)(cinfo.output_scanline - top + k) * stride;
+                    row = jpeg_read_scanlines(&cinfo, rows, want);
+                    if (row == 0) break;
+                }
+                region[0] = x0;
+                region[1] = cw;
+            }
+            jpeg_abort_decompress(&cinfo); /* rows below the box: never decoded */
+        }
+    }
+    jpeg_destroy_decompress(&cinfo);
+    return rc;
+}
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_jpegbox",
+                                    "Box-restricted JPEG decoding (see augpipe.kernels.jpeg).", -1, NULL};
+
+PyMODINIT_FUNC PyInit__jpegbox(void) { return PyModule_Create(&module); }

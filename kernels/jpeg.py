@@ -1,0 +1,51 @@
+"""Box-restricted JPEG decoding callable from compiled code.
+
+`decode_box` decodes only the rows and columns a crop will read (the C side,
+csrc/jpeg_box.c, uses libjpeg-turbo's jpeg_crop_scanline and
+jpeg_skip_scanlines and stops after the box's last row). It is a ctypes call
+that numba compiles into a direct, GIL-free C call; under NUMBA_DISABLE_JIT it
+is the same call from Python.
+"""
+import ctypes
+import importlib.util
+
+from numba import njit
+
+ERRORS = {-1: "libjpeg-turbo could not decode the stream", -2: "crop box outside the image",
+          -3: "output buffer too small", -4: "not a 1- or 3-component JPEG"}
+
+
+def _library():
+    spec = importlib.util.find_spec("augpipe._jpegbox")
+    if spec is None or spec.origin is None:
+        raise ImportError("augpipe._jpegbox (csrc/jpeg_box.c) is not built: reinstall augpipe "
+                          "(pip install -e . with libjpeg62-turbo-dev installed)")
+    return ctypes.CDLL(spec.origin)
+
+
+_lib = _library()
+_c_decode_box = _lib.augpipe_jpeg_decode_box
+_c_decode_box.argtypes = [ctypes.c_void_p, ctypes.c_uint64] + [ctypes.c_int64] * 6 + \
+    [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_void_p]
+_c_decode_box.restype = ctypes.c_int
+_c_size = _lib.augpipe_jpeg_size
+_c_size.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int64, ctypes.c_void_p]
+_c_size.restype = ctypes.c_int
+
+
+@njit(nogil=True)
+def decode_box(data, top, left, h, w, denom, fast_dct, out, region):
+    """Decode box (top, left, h, w) of JPEG bytes `data` (uint8, 1-D) at scale
+    1/denom (box in scaled coordinates) as RGB into uint8 `out` (flat, any size
+    >= h * region[1] * 3). Writes region[0] (first decoded column, <= left) and
+    region[1] (decoded width) into int64 `region`; the box is then
+    out[:h * region[1] * 3].reshape(h, region[1], 3)[:, left - region[0]:][:, :w].
+    Returns 0 or a negative code (see ERRORS)."""
+    return _c_decode_box(data.ctypes.data, data.size, top, left, h, w, denom, fast_dct,
+                         out.ctypes.data, out.size, region.ctypes.data)
+
+
+@njit(nogil=True)
+def jpeg_size(data, denom, out):
+    """(height, width) of JPEG bytes at scale 1/denom into int64 `out[:2]`; returns 0 or a negative code."""
+    return _c_size(data.ctypes.data, data.size, denom, out.ctypes.data)
