@@ -22,7 +22,7 @@
 #define ERR_DECODE -1    /* libjpeg error (corrupt / unsupported stream) */
 #define ERR_BOX -2       /* box outside the (scaled) image */
 #define ERR_CAPACITY -3  /* output buffer too small */
-#define ERR_CHANNELS -4  /* not a 1- or 3-component image */
+#define ERR_CHANNELS -4  /* not a 1- or 3-component image, or output channels not 3 / 4 */
 
 struct guard {
     struct jpeg_error_mgr pub;
@@ -66,15 +66,16 @@ int augpipe_jpeg_size(const unsigned char *data, uint64_t size, int64_t denom, i
 }
 
 /* Decode rows [top, top + h) and (at least) columns [left, left + w) of the
- * image scaled by 1/denom (box in scaled coordinates) as RGB into `out`.
- * The columns decoded start at region[0] (<= left, aligned down to the
- * JPEG's MCU) and are region[1] wide: pixel (y, x) of the box is
- * out[(y * region[1] + x + left - region[0]) * 3 + c]. Fast integer IDCT
- * (as FFCV and TurboJPEG's TJFLAG_FASTDCT) when `fast_dct`, else the
- * accurate one (as torchvision). Returns 0 or a negative ERR_* code. */
+ * image scaled by 1/denom (box in scaled coordinates) into `out`, as RGB
+ * (channels 3) or RGBX (channels 4: a pixel is one aligned 32-bit word, which
+ * the resize kernel transposes). The columns decoded start at region[0]
+ * (<= left, aligned down to the JPEG's MCU) and are region[1] wide: pixel
+ * (y, x) of the box is out[(y * region[1] + x + left - region[0]) * channels + c].
+ * Fast integer IDCT (as FFCV and TurboJPEG's TJFLAG_FASTDCT) when `fast_dct`,
+ * else the accurate one (as torchvision). Returns 0 or a negative ERR_* code. */
 int augpipe_jpeg_decode_box(const unsigned char *data, uint64_t size, int64_t top, int64_t left, int64_t h,
-                            int64_t w, int64_t denom, int64_t fast_dct, unsigned char *out, uint64_t capacity,
-                            int64_t *region) {
+                            int64_t w, int64_t denom, int64_t fast_dct, int64_t channels, unsigned char *out,
+                            uint64_t capacity, int64_t *region) {
     struct jpeg_decompress_struct cinfo;
     struct guard err;
     volatile int rc = 0;
@@ -92,8 +93,11 @@ int augpipe_jpeg_decode_box(const unsigned char *data, uint64_t size, int64_t to
         cinfo.scale_num = 1;
         cinfo.scale_denom = (unsigned int)denom;
         cinfo.dct_method = fast_dct ? JDCT_IFAST : JDCT_ISLOW;
+        if (channels == 4) cinfo.out_color_space = JCS_EXT_RGBX;
         jpeg_calc_output_dimensions(&cinfo);
-        if (top < 0 || left < 0 || h <= 0 || w <= 0 || top + h > (int64_t)cinfo.output_height ||
+        if (channels != 3 && channels != 4) {
+            rc = ERR_CHANNELS;
+        } else if (top < 0 || left < 0 || h <= 0 || w <= 0 || top + h > (int64_t)cinfo.output_height ||
             left + w > (int64_t)cinfo.output_width) {
             rc = ERR_BOX;
         } else {
@@ -104,7 +108,7 @@ int augpipe_jpeg_decode_box(const unsigned char *data, uint64_t size, int64_t to
             x0 = (JDIMENSION)(left > 0 ? left - 1 : 0);
             cw = (JDIMENSION)((left + w < (int64_t)cinfo.output_width ? left + w + 1 : left + w) - x0);
             if (cw < cinfo.output_width) jpeg_crop_scanline(&cinfo, &x0, &cw);
-            stride = cw * 3;
+            stride = cw * (JDIMENSION)channels;
             if ((uint64_t)stride * (uint64_t)h > capacity) {
                 rc = ERR_CAPACITY;
             } else {

@@ -12,7 +12,7 @@ import importlib.util
 from numba import njit
 
 ERRORS = {-1: "libjpeg-turbo could not decode the stream", -2: "crop box outside the image",
-          -3: "output buffer too small", -4: "not a 1- or 3-component JPEG"}
+          -3: "output buffer too small", -4: "not a 1- or 3-component JPEG (or channels not 3 / 4)"}
 
 
 def _library():
@@ -25,7 +25,7 @@ def _library():
 
 _lib = _library()
 _c_decode_box = _lib.augpipe_jpeg_decode_box
-_c_decode_box.argtypes = [ctypes.c_void_p, ctypes.c_uint64] + [ctypes.c_int64] * 6 + \
+_c_decode_box.argtypes = [ctypes.c_void_p, ctypes.c_uint64] + [ctypes.c_int64] * 7 + \
     [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_void_p]
 _c_decode_box.restype = ctypes.c_int
 _c_size = _lib.augpipe_jpeg_size
@@ -34,14 +34,17 @@ _c_size.restype = ctypes.c_int
 
 
 @njit(nogil=True)
-def decode_box(data, top, left, h, w, denom, fast_dct, out, region):
+def decode_box(data, top, left, h, w, denom, fast_dct, out, region, channels=3):
     """Decode box (top, left, h, w) of JPEG bytes `data` (uint8, 1-D) at scale
-    1/denom (box in scaled coordinates) as RGB into uint8 `out` (flat, any size
-    >= h * region[1] * 3). Writes region[0] (first decoded column, <= left) and
-    region[1] (decoded width) into int64 `region`; the box is then
-    out[:h * region[1] * 3].reshape(h, region[1], 3)[:, left - region[0]:][:, :w].
+    1/denom (box in scaled coordinates) into uint8 `out` (flat, size >=
+    h * region[1] * channels) as RGB (channels=3) or RGBX (channels=4).
+    Writes region[0] (first decoded column, <= left) and region[1] (decoded
+    width) into int64 `region`; the box is then
+    out[:h * region[1] * channels].reshape(h, region[1], channels)[:, left - region[0]:][:, :w].
+    fast_dct: 1 = libjpeg's fast integer IDCT (FFCV's choice), 0 = the
+    accurate one (torchvision's: bit-identical to torchvision.io.decode_jpeg).
     Returns 0 or a negative code (see ERRORS)."""
-    return _c_decode_box(data.ctypes.data, data.size, top, left, h, w, denom, fast_dct,
+    return _c_decode_box(data.ctypes.data, data.size, top, left, h, w, denom, fast_dct, channels,
                          out.ctypes.data, out.size, region.ctypes.data)
 
 

@@ -55,35 +55,44 @@ def _pair(source, dct_scale=False, **kw):
 
 # ------------------------------------------------------------------ kernels
 
-def test_resize_kernel_matches_torchvision_bit_for_bit():
+@pytest.mark.parametrize("rgbx", [False, True], ids=["rgb", "rgbx"])
+def test_resize_kernel_matches_torchvision_bit_for_bit(rgbx):
     from torchvision.transforms.v2 import functional as F
 
-    from augpipe.kernels.resize import resize_box
+    from augpipe.kernels.resize import resize_box, resize_box_rgbx, resize_scratch_rgbx
 
     rng = np.random.default_rng(0)
     src = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)
-    tmp = np.empty(90 * 224 * 3, np.uint8)
-    for out in ((32, 32), (224, 224), (50, 70)):
-        for _ in range(5):
-            h, w = int(rng.integers(4, 91)), int(rng.integers(4, 121))
+    src4 = np.dstack([src, rng.integers(0, 256, (90, 120, 1), dtype=np.uint8)])  # X: anything
+    tmp = np.empty(max(90 * 224 * 3, resize_scratch_rgbx(90, 120, 224, 224)), np.uint8)
+    for out in ((32, 32), (224, 224), (50, 70), (60, 120)):
+        for i in range(8):
+            h, w = int(rng.integers(1, 91)), int(rng.integers(1, 121))
+            if i == 0:
+                h = out[0] if out[0] <= 90 else h  # one pass is a plain copy
             top, left = int(rng.integers(0, 91 - h)), int(rng.integers(0, 121 - w))
             flip = bool(rng.integers(0, 2))
             dst = np.empty((*out, 3), np.uint8)
-            resize_box(src, top, left, h, w, flip, 0, dst, tmp)
+            if rgbx:
+                resize_box_rgbx(src4, top, left, h, w, flip, 0, dst, tmp)
+            else:
+                resize_box(src, top, left, h, w, flip, 0, dst, tmp)
             ref = F.resize(torch.from_numpy(src).permute(2, 0, 1)[:, top:top + h, left:left + w], list(out),
                            antialias=True)
             ref = (ref.flip(-1) if flip else ref).permute(1, 2, 0).numpy()
-            np.testing.assert_array_equal(dst, ref)
+            np.testing.assert_array_equal(dst, ref, err_msg=str((top, left, h, w, out, flip)))
 
 
 def test_copy_box_pads_with_fill():
-    from augpipe.kernels.resize import resize_box
+    from augpipe.kernels.resize import resize_box, resize_box_rgbx
 
     src = np.arange(4 * 4 * 3, dtype=np.uint8).reshape(4, 4, 3)
-    dst = np.empty((4, 4, 3), np.uint8)
-    resize_box(src, -1, 2, 4, 4, False, 7, dst, np.empty(64, np.uint8))
-    assert (dst[0] == 7).all() and (dst[:, 2:] == 7).all()
-    np.testing.assert_array_equal(dst[1:, :2], src[:3, 2:])
+    src4 = np.dstack([src, np.full((4, 4, 1), 99, np.uint8)])
+    for fn, image in ((resize_box, src), (resize_box_rgbx, src4)):
+        dst = np.empty((4, 4, 3), np.uint8)
+        fn(image, -1, 2, 4, 4, False, 7, dst, np.empty(64, np.uint8))
+        assert (dst[0] == 7).all() and (dst[:, 2:] == 7).all()
+        np.testing.assert_array_equal(dst[1:, :2], src[:3, 2:])
 
 
 # --------------------------------------------------------------- conversion

@@ -5,7 +5,7 @@ code. The image field has one stage, `PlanDecoder`, parallel over the batch
 with one chunk (and one set of scratch buffers) per thread. Per sample it
 reads the stored size, calls `augpipe.plan.plan_sample` with (seed, epoch,
 dataset index, knob, cap[index]) -- the very planner the torch backend uses
---, decodes only the planned box (`kernels.jpeg.decode_box`: libjpeg-turbo
+--, decodes only the planned box as RGBX (`kernels.jpeg.decode_box`: libjpeg-turbo
 with jpeg_crop_scanline / jpeg_skip_scanlines, bit-identical to a full
 decode; DCT-scaled when the box is >= 2x the output), resizes (torch's
 antialiased bilinear, bit-exact) and flips, applies the planned ops
@@ -62,7 +62,7 @@ from ..kernels.decode import dct_denominator, scale_box, scaled_size
 from ..kernels.jpeg import ERRORS, decode_box
 from ..kernels.live import address, live_f32, live_f64, live_i8, live_i64
 from ..kernels.ops import apply_sample_ops
-from ..kernels.resize import resize_box
+from ..kernels.resize import resize_box, resize_box_rgbx, resize_scratch_rgbx
 from ..ops import MAX_MAGNITUDE, SIGNED, check_magnitude, param_tables
 from ..plan import plan_sample
 from ..policy import Identity
@@ -121,9 +121,12 @@ class PlanDecoder(SimpleRGBImageDecoder):
         # is most of their peak memory. FFCV only allocates per sample, so each
         # per-thread buffer is spread over the batch's rows and reshaped back.
         threads, bsz = self.b.threads, self.b.loader.batch_size
-        self.sizes = (max(1, max_h * max_w * 3),  # decoded box: at most the largest image
-                      max(1, max_h * out_w * 3),  # resize intermediate
-                      out_h * out_w * 3 * 2)  # the image and its ops ping-pong partner
+        def words(n):  # multiples of 8 bytes: the resize views its scratch as uint32
+            return -(-max(1, n) // 8) * 8
+
+        self.sizes = (words(max_h * max_w * 4),  # decoded box (RGBX): at most the largest image
+                      words(max(resize_scratch_rgbx(max_h, max_w, out_h, out_w), max_h * out_w * 3)),  # resize
+                      2 * words(out_h * out_w * 3))  # the image and its ops ping-pong partner
         per_sample = -(-threads * sum(self.sizes) // bsz)
         k = max(1, self.b.policy.num_ops)
         return (replace(previous_state, jit_mode=True, shape=shape, dtype=dtype),
@@ -143,6 +146,7 @@ class PlanDecoder(SimpleRGBImageDecoder):
         # pipeline in the same process failed in numba's typing (KeyError in
         # Dispatcher.nopython_signatures, measured with numba 0.68).
         resize_box_c = _fresh(resize_box)
+        resize_rgbx_c = _fresh(resize_box_rgbx)
         plan_sample_c = _fresh(plan_sample)
         decode_box_c = _fresh(decode_box)
         dct_denominator_c = _fresh(dct_denominator)
@@ -166,8 +170,8 @@ class PlanDecoder(SimpleRGBImageDecoder):
         error_addr = address(live.error)
         slots, bsz, k_ops = np.int64(live.slots), np.int64(live.batch), np.int64(live.num_ops)
         threads = np.int64(b.threads)
-        dec_n, tmp_n, img_n = (np.int64(v) for v in self.sizes)
-        img_n //= 2
+        dec_n, tmp_n, img_pair = (np.int64(v) for v in self.sizes)
+        img_n = out_h * out_w * 3
         top_mag = MAX_MAGNITUDE
 
         def decode(batch_indices, my_storage, metadata, storage_state):
@@ -187,11 +191,12 @@ class PlanDecoder(SimpleRGBImageDecoder):
             # One chunk per thread (round robin over the batch): each thread owns
             # one set of scratch buffers.
             for t in my_range(threads):
-                mine = scratch.reshape(-1)[t * (dec_n + tmp_n + 2 * img_n):]
+                mine = scratch.reshape(-1)[t * (dec_n + tmp_n + img_pair):]
                 dec_buf = mine[:dec_n]
                 tmp = mine[dec_n:dec_n + tmp_n]
                 image = mine[dec_n + tmp_n:dec_n + tmp_n + img_n].reshape((out_h, out_w, 3))
-                other = mine[dec_n + tmp_n + img_n:dec_n + tmp_n + 2 * img_n].reshape((out_h, out_w, 3))
+                half = dec_n + tmp_n + img_pair // 2
+                other = mine[half:half + img_n].reshape((out_h, out_w, 3))
                 for i in range(t, n, threads):
                     idx = batch_indices[i]
                     box = boxes[i, :4]
@@ -219,13 +224,13 @@ class PlanDecoder(SimpleRGBImageDecoder):
                                         scaled_size_c(width, denom), box)
                             top, left, h, w = box[0], box[1], box[2], box[3]
                             t0, l0, t1, l1 = top, left, top + h, left + w
-                        rc = decode_box_c(data, t0, l0, t1 - t0, l1 - l0, denom, fast_dct, dec_buf, region)
+                        rc = decode_box_c(data, t0, l0, t1 - t0, l1 - l0, denom, fast_dct, dec_buf, region, 4)
                         if rc != 0:  # reported after the loop; the sample stays black
                             plan_out[i, 1] = rc
                             destination[i][:] = 0
                             continue
-                        src = dec_buf[: (t1 - t0) * region[1] * 3].reshape((t1 - t0, region[1], 3))
-                        resize_box_c(src, top - t0, left - region[0], h, w, flip, fill, image, tmp)
+                        src = dec_buf[: (t1 - t0) * region[1] * 4].reshape((t1 - t0, region[1], 4))
+                        resize_rgbx_c(src, top - t0, left - region[0], h, w, flip, fill, image, tmp)
                     else:
                         nbytes = height * width * 3
                         dec_buf[:nbytes] = data[:nbytes]
