@@ -88,3 +88,57 @@ def test_bad_input_gives_codes_not_crashes():
     assert decode_box(np.frombuffer(cmyk.getvalue(), np.uint8).copy(), 0, 0, 8, 8, 1, 1, out, region) == -4
     # truncated scan data: libjpeg warns and fills, as TurboJPEG and torchvision's PIL path do
     assert decode_box(data[: len(data) * 2 // 3].copy(), 0, 0, 64, 64, 1, 1, out, region) == 0
+
+
+def test_progressive_jpeg_boxes_equal_torchvision():
+    image = np.ascontiguousarray(_photo("coffee")[:200, :260])
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "JPEG", quality=85, progressive=True)
+    data = np.frombuffer(buf.getvalue(), np.uint8).copy()
+    full = decode_jpeg(torch.from_numpy(data)).permute(1, 2, 0).numpy()
+    for top, left, h, w in ((0, 0, 200, 260), (37, 51, 90, 120), (150, 200, 50, 60)):
+        np.testing.assert_array_equal(_decode(data, top, left, h, w), full[top:top + h, left:left + w])
+
+
+def test_strict_mode_notices_truncation_below_the_box():
+    data = _jpeg(np.ascontiguousarray(_photo("astronaut")[:256, :256]))
+    cut = data[: len(data) * 3 // 4].copy()  # the last rows are missing
+    out, region = np.empty(256 * 256 * 4, np.uint8), np.zeros(2, np.int64)
+    assert decode_box(cut, 0, 0, 32, 32, 1, 0, out, region, 4, 0) == 0  # box above the cut: decodes
+    assert decode_box(cut, 0, 0, 32, 32, 1, 0, out, region, 4, 1) == 1  # strict: the cut is reported
+    assert decode_box(data, 0, 0, 32, 32, 1, 0, out, region, 4, 1) == 0
+
+
+def test_torch_backend_box_path_equals_torchvision_path(photo_folder, monkeypatch):
+    # FolderSource JPEGs go through decode_box + resize_box_rgbx; with the
+    # box path off the same loader decodes whole files with torchvision and crops.
+    import augpipe.backends.torch as torch_backend
+    from augpipe.data import FolderSource
+    from augpipe.loader import Loader
+    from augpipe.policy import RandAugment
+
+    kw = dict(batch_size=6, seed=3, num_workers=0, policy=RandAugment(2), magnitude=9, size=48)
+    used = []
+    box_path = torch_backend.crop_jpeg
+
+    def counting(data, plan_for):
+        done = box_path(data, plan_for)
+        used.append(done is not None)
+        return done
+
+    def two_epochs():
+        loader, batches = Loader(FolderSource(photo_folder), **kw), []
+        for epoch in (0, 1):
+            loader.set_epoch(epoch)
+            batches += list(loader)
+        return batches
+
+    monkeypatch.setattr(torch_backend, "crop_jpeg", counting)
+    fast = two_epochs()
+    assert sum(used) == 2 * 20  # 18 photos + grey.jpg + upper.JPG per epoch; CMYK and PNGs: torchvision
+    monkeypatch.setattr(torch_backend, "crop_jpeg", lambda data, plan_for: None)
+    slow = two_epochs()
+    assert len(fast) == len(slow) == 8
+    for a, b in zip(fast, slow):
+        assert torch.equal(a.index, b.index) and torch.equal(a.magnitude, b.magnitude)
+        assert torch.equal(a.images, b.images)
