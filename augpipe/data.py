@@ -274,13 +274,9 @@ class FolderSource(Source):
     def describe(self, index: int) -> str:
         return str(self._paths[index])
 
-    def read(self, index: int) -> np.ndarray:
-        """The file's bytes (uint8)."""
-        return np.fromfile(str(self._paths[self._check_index(index)]), dtype=np.uint8)
-
     def load(self, index: int) -> torch.Tensor:
         path = str(self._paths[self._check_index(index)])
-        data = torch.from_numpy(self.read(index))
+        data = torch.from_numpy(np.fromfile(path, dtype=np.uint8))
         if data.numel() == 0:
             raise DecodeError(path, "file is empty (0 bytes)")
         try:

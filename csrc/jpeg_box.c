@@ -16,7 +16,6 @@
 #include <setjmp.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <jpeglib.h>
 
@@ -31,9 +30,7 @@ struct guard {
 };
 
 static void guard_exit(j_common_ptr cinfo) { longjmp(((struct guard *)cinfo->err)->jump, 1); }
-static void guard_quiet(j_common_ptr cinfo, int level) {
-    if (level < 0) cinfo->err->num_warnings++; /* corrupt data libjpeg decodes on: counted, not printed */
-}
+static void guard_quiet(j_common_ptr cinfo, int level) { (void)cinfo; (void)level; }
 
 static int open_stream(struct jpeg_decompress_struct *cinfo, const unsigned char *data, uint64_t size) {
     jpeg_create_decompress(cinfo);
@@ -75,13 +72,10 @@ int augpipe_jpeg_size(const unsigned char *data, uint64_t size, int64_t denom, i
  * (<= left, aligned down to the JPEG's MCU) and are region[1] wide: pixel
  * (y, x) of the box is out[(y * region[1] + x + left - region[0]) * channels + c].
  * Fast integer IDCT (as FFCV and TurboJPEG's TJFLAG_FASTDCT) when `fast_dct`,
- * else the accurate one (as torchvision). With `strict`, the rest of the
- * stream is still entropy-decoded (no IDCT) so that corrupt or truncated data
- * anywhere in the file is noticed: then 1 is returned (the box is decoded as
- * libjpeg decodes such data). Returns 0, 1 or a negative ERR_* code. */
+ * else the accurate one (as torchvision). Returns 0 or a negative ERR_* code. */
 int augpipe_jpeg_decode_box(const unsigned char *data, uint64_t size, int64_t top, int64_t left, int64_t h,
-                            int64_t w, int64_t denom, int64_t fast_dct, int64_t channels, int64_t strict,
-                            unsigned char *out, uint64_t capacity, int64_t *region) {
+                            int64_t w, int64_t denom, int64_t fast_dct, int64_t channels, unsigned char *out,
+                            uint64_t capacity, int64_t *region) {
     struct jpeg_decompress_struct cinfo;
     struct guard err;
     volatile int rc = 0;
@@ -129,23 +123,8 @@ int augpipe_jpeg_decode_box(const unsigned char *data, uint64_t size, int64_t to
                 }
                 region[0] = x0;
                 region[1] = cw;
-                if (strict && cinfo.output_scanline < cinfo.output_height) {
-                    /* Skipping to the very end decodes nothing (libjpeg-turbo just
-                     * marks the end), so skip all but the last row and read that. */
-                    JSAMPROW last = (JSAMPROW)malloc(stride);
-                    if (last == NULL) longjmp(err.jump, 1);
-                    if (cinfo.output_scanline + 1 < cinfo.output_height)
-                        jpeg_skip_scanlines(&cinfo, cinfo.output_height - 1 - cinfo.output_scanline);
-                    while (cinfo.output_scanline < cinfo.output_height)
-                        if (jpeg_read_scanlines(&cinfo, &last, 1) == 0) break;
-                    free(last);
-                }
-                if (strict) {
-                    jpeg_finish_decompress(&cinfo); /* reads to the end marker */
-                    if (err.pub.num_warnings > 0) rc = 1;
-                }
             }
-            jpeg_abort_decompress(&cinfo); /* not strict: rows below the box are never decoded */
+            jpeg_abort_decompress(&cinfo); /* rows below the box: never decoded */
         }
     }
     jpeg_destroy_decompress(&cinfo);

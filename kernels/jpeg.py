@@ -25,7 +25,7 @@ def _library():
 
 _lib = _library()
 _c_decode_box = _lib.augpipe_jpeg_decode_box
-_c_decode_box.argtypes = [ctypes.c_void_p, ctypes.c_uint64] + [ctypes.c_int64] * 8 + \
+_c_decode_box.argtypes = [ctypes.c_void_p, ctypes.c_uint64] + [ctypes.c_int64] * 7 + \
     [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_void_p]
 _c_decode_box.restype = ctypes.c_int
 _c_size = _lib.augpipe_jpeg_size
@@ -34,7 +34,7 @@ _c_size.restype = ctypes.c_int
 
 
 @njit(nogil=True)
-def decode_box(data, top, left, h, w, denom, fast_dct, out, region, channels=3, strict=0):
+def decode_box(data, top, left, h, w, denom, fast_dct, out, region, channels=3):
     """Decode box (top, left, h, w) of JPEG bytes `data` (uint8, 1-D) at scale
     1/denom (box in scaled coordinates) into uint8 `out` (flat, size >=
     h * region[1] * channels) as RGB (channels=3) or RGBX (channels=4).
@@ -43,11 +43,8 @@ def decode_box(data, top, left, h, w, denom, fast_dct, out, region, channels=3, 
     out[:h * region[1] * channels].reshape(h, region[1], channels)[:, left - region[0]:][:, :w].
     fast_dct: 1 = libjpeg's fast integer IDCT (FFCV's choice), 0 = the
     accurate one (torchvision's: bit-identical to torchvision.io.decode_jpeg).
-    strict: 1 = also scan the rest of the stream (entropy decoding only) and
-    return 1 if libjpeg met corrupt or truncated data anywhere; 0 = stop after
-    the box's last row (rows below it are never read).
-    Returns 0, 1 (strict: corrupt data seen) or a negative code (see ERRORS)."""
-    return _c_decode_box(data.ctypes.data, data.size, top, left, h, w, denom, fast_dct, channels, strict,
+    Returns 0 or a negative code (see ERRORS)."""
+    return _c_decode_box(data.ctypes.data, data.size, top, left, h, w, denom, fast_dct, channels,
                          out.ctypes.data, out.size, region.ctypes.data)
 
 

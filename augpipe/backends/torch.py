@@ -2,8 +2,7 @@
 
 Each worker turns one request (epoch, step, indices, magnitude) into a batch:
 load or decode, plan (numba), crop, flip, then the policy's ops with the
-fused numba kernels (cpu_ops.py). JPEG files decode only their crop box
-(jpeg_crop.py; bit-identical to torchvision's decode + crop + resize). On CUDA the workers stop after the crop and
+fused numba kernels (cpu_ops.py). On CUDA the workers stop after the crop and
 the ops run batched on the GPU in the main process (torch_ops.py). Both
 executors are bit-exact with torchvision.
 """
@@ -28,8 +27,6 @@ from ..kernels.crop import crop_flip
 from ..plan import Plan, make_plan
 from ..policy import Crop, Identity, PolicyArrays
 from .cpu_ops import apply_ops_cpu
-from .jpeg_crop import crop_jpeg
-from .jpeg_crop import warm_up as warm_jpeg
 from .torch_ops import apply_ops
 
 if TYPE_CHECKING:
@@ -102,15 +99,7 @@ class BatchBuilder(Dataset):
             # Decode, plan and crop one sample at a time: the plan of a sample
             # does not depend on its batch, and only crops stay in memory.
             crops, plans = [], []
-            read = getattr(self.source, "read", None)  # FolderSource: JPEGs take the box-only path
             for i in indices:
-                if read is not None:
-                    done = crop_jpeg(read(int(i)), lambda h, w, i=i: make_plan(
-                        self.seed, epoch, [i], h, w, knob, caps, self.crop, self.policy))
-                    if done is not None:
-                        crops.append(done[0])
-                        plans.append(done[1])
-                        continue
                 try:
                     image = self.source.load(int(i))
                 except DecodeError as err:
@@ -177,7 +166,6 @@ class TorchBackend:
         # Compile the planner and the kernels here, before workers fork, so they inherit them.
         make_plan(0, 0, np.zeros(1, np.int64), 8, 8, 0.0, None, loader.crop, policy)
         apply_ops_cpu(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), np.ones((1, 1)), np.ones((1, 1)), policy.space)
-        warm_jpeg()
         default = "threads" if loader.dataset.fixed_shape is not None and not on_gpu else "processes"
         self.workers = loader.backend_options.get("workers", default)
         if self.workers not in ("threads", "processes"):
