@@ -41,30 +41,6 @@ static int open_stream(struct jpeg_decompress_struct *cinfo, const unsigned char
     return 0;
 }
 
-/* Image size at scale 1/denom without decoding: out[0] = height, out[1] = width. */
-int augpipe_jpeg_size(const unsigned char *data, uint64_t size, int64_t denom, int64_t *out) {
-    struct jpeg_decompress_struct cinfo;
-    struct guard err;
-    int rc;
-    cinfo.err = jpeg_std_error(&err.pub);
-    err.pub.error_exit = guard_exit;
-    err.pub.emit_message = guard_quiet;
-    if (setjmp(err.jump)) {
-        jpeg_destroy_decompress(&cinfo);
-        return ERR_DECODE;
-    }
-    rc = open_stream(&cinfo, data, size);
-    if (rc == 0) {
-        cinfo.scale_num = 1;
-        cinfo.scale_denom = (unsigned int)denom;
-        jpeg_calc_output_dimensions(&cinfo);
-        out[0] = cinfo.output_height;
-        out[1] = cinfo.output_width;
-    }
-    jpeg_destroy_decompress(&cinfo);
-    return rc;
-}
-
 /* Decode rows [top, top + h) and (at least) columns [left, left + w) of the
  * image scaled by 1/denom (box in scaled coordinates) into `out`, as RGB
  * (channels 3) or RGBX (channels 4: a pixel is one aligned 32-bit word, which

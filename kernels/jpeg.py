@@ -28,9 +28,6 @@ _c_decode_box = _lib.augpipe_jpeg_decode_box
 _c_decode_box.argtypes = [ctypes.c_void_p, ctypes.c_uint64] + [ctypes.c_int64] * 7 + \
     [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_void_p]
 _c_decode_box.restype = ctypes.c_int
-_c_size = _lib.augpipe_jpeg_size
-_c_size.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int64, ctypes.c_void_p]
-_c_size.restype = ctypes.c_int
 
 
 @njit(nogil=True)
@@ -46,9 +43,3 @@ def decode_box(data, top, left, h, w, denom, fast_dct, out, region, channels=3):
     Returns 0 or a negative code (see ERRORS)."""
     return _c_decode_box(data.ctypes.data, data.size, top, left, h, w, denom, fast_dct, channels,
                          out.ctypes.data, out.size, region.ctypes.data)
-
-
-@njit(nogil=True)
-def jpeg_size(data, denom, out):
-    """(height, width) of JPEG bytes at scale 1/denom into int64 `out[:2]`; returns 0 or a negative code."""
-    return _c_size(data.ctypes.data, data.size, denom, out.ctypes.data)

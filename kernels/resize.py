@@ -200,13 +200,7 @@ def resize_box_rgbx(src, top, left, h, w, flip, fill, dst, tmp):
     out_h, out_w = dst.shape[0], dst.shape[1]
     height, width = src.shape[0], src.shape[1]
     if h == out_h and w == out_w:
-        for y in range(h):
-            sy = top + y
-            for x in range(w):
-                sx = left + (w - 1 - x if flip else x)
-                inside = 0 <= sy < height and 0 <= sx < width
-                for c in range(3):
-                    dst[y, x, c] = src[sy, sx, c] if inside else fill
+        copy_box(src[:, :, :3], top, left, flip, fill, dst)
         return
     src32 = src.reshape(height * width * 4).view(np.uint32).reshape(height, width)
     t32 = tmp[: (tmp.shape[0] // 4) * 4].view(np.uint32)

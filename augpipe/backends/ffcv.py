@@ -212,18 +212,17 @@ class PlanDecoder(SimpleRGBImageDecoder):
                     plan_out[i, 1] = 0.0
                     data = mem_read(field["data_ptr"], storage_state)
                     top, left, h, w = box[0], box[1], box[2], box[3]
-                    # the part of the box inside the image (padded crops reach outside)
-                    t0, l0 = max(top, 0), max(left, 0)
-                    t1, l1 = min(top + h, height), min(left + w, width)
-                    if t1 <= t0 or l1 <= l0:  # nothing inside: every pixel is fill
-                        t0, l0, t1, l1 = 0, 0, 1, 1
                     if field["mode"] == _JPG:
                         denom = dct_denominator_c(h, w, out_h, out_w, max_denom)
-                        if denom > 1:
+                        if denom > 1:  # box >= 2x the output: inside the image
                             scale_box_c(top, left, h, w, denom, scaled_size_c(height, denom),
                                         scaled_size_c(width, denom), box)
                             top, left, h, w = box[0], box[1], box[2], box[3]
-                            t0, l0, t1, l1 = top, left, top + h, left + w
+                        # decode the part of the box inside the image (padded crops reach outside)
+                        t0, l0 = max(top, 0), max(left, 0)
+                        t1, l1 = min(top + h, height), min(left + w, width)
+                        if t1 <= t0 or l1 <= l0:  # nothing inside: every pixel is fill
+                            t0, l0, t1, l1 = 0, 0, 1, 1
                         rc = decode_box_c(data, t0, l0, t1 - t0, l1 - l0, denom, fast_dct, dec_buf, region, 4)
                         if rc != 0:  # reported after the loop; the sample stays black
                             plan_out[i, 1] = rc
