@@ -29,5 +29,5 @@ pip_install() {  # quiet on success; on failure, pip's output (minus index-locat
   rm -f "$log"
 }
 pip_install --upgrade pip
-pip_install -e ".[dev,dali,ffcv]"  # ffcv builds against the Debian packages above
+pip_install -e ".[dev,dali,ffcv,driver]"  # ffcv builds against the Debian packages above
 .venv/bin/python -c "import augpipe, torch, torchvision; print('augpipe', augpipe.__version__, '| torch', torch.__version__, '| torchvision', torchvision.__version__)"
