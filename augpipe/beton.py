@@ -74,7 +74,15 @@ class BetonSource(Source):
         n_classes = int(self.labels.max()) + 1 if len(self.labels) else 0
         self.classes = [str(i) for i in range(n_classes)]
         self.skipped = []
+        self.beton = self.path
         self._file = None
+
+    def sizes(self) -> np.ndarray:
+        return np.stack([self.heights, self.widths], axis=1)
+
+    def _digest(self, h) -> None:
+        for a in (self.heights, self.widths, self._modes, self._alloc_sizes):
+            h.update(np.ascontiguousarray(a).tobytes())
 
     @property
     def fixed_shape(self) -> tuple[int, int, int] | None:

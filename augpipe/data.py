@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -45,11 +46,25 @@ class DecodeError(ValueError):
 
 
 class Source:
-    """Base class: a finite, indexable collection of labelled uint8 images."""
+    """Base class: a finite, indexable collection of labelled uint8 images.
+
+    A source declares what backends may rely on (they never guess from class
+    or attribute names):
+        in_memory: `images` holds every sample as one shared uint8 NCHW tensor
+            (so `fixed_shape` is set, and `get_batch`, `resized` work).
+        files: `path(i)` is sample i's encoded image file (JPEG, PNG, ...).
+        beton: the FFCV .beton file holding the samples, or None.
+        channels: channels of every image `load` returns (1 or 3).
+    and always offers `load(i)`, `sizes()` (heights and widths without
+    decoding where it can) and `fingerprint()` (a content key).
+    """
 
     labels: np.ndarray
     classes: list[str]
     skipped: list[tuple[str, str]]
+    in_memory: bool = False
+    files: bool = False
+    beton: Path | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -58,6 +73,29 @@ class Source:
     def fixed_shape(self) -> tuple[int, int, int] | None:
         """(C, H, W) when every sample has that shape, else None."""
         return None
+
+    @property
+    def channels(self) -> int:
+        """Channels of every image `load` returns."""
+        return 3
+
+    def sizes(self) -> np.ndarray:
+        """(N, 2) int64 (height, width) of every sample. Default: decode them all."""
+        if self.fixed_shape is not None:
+            return np.tile(np.array(self.fixed_shape[1:], np.int64), (len(self), 1))
+        return np.array([self.load(i).shape[-2:] for i in range(len(self))], np.int64).reshape(-1, 2)
+
+    def fingerprint(self) -> str:
+        """A key of the samples' content and labels (same data, same key), for
+        caches and for checking that a difficulty table belongs to this data."""
+        h = hashlib.sha1(type(self).__name__.encode())
+        self._digest(h)
+        h.update(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
+        return h.hexdigest()[:16]
+
+    def _digest(self, h) -> None:
+        for i in range(len(self)):
+            h.update(self.load(i).numpy().tobytes())
 
     def load(self, index: int) -> torch.Tensor:
         """Returns sample `index` as a fresh uint8 (C, H, W) tensor, C in {1, 3}."""
@@ -130,7 +168,7 @@ def _check_labels(labels, n: int) -> np.ndarray:
 
 
 class ArraySource(Source):
-    """Images held in memory as one contiguous shared uint8 NCHW tensor.
+    """Images held in memory as one contiguous shared uint8 NCHW tensor (in_memory).
 
     Args:
         images: uint8 numpy array or torch tensor shaped (N,H,W), (N,C,H,W) or
@@ -140,6 +178,8 @@ class ArraySource(Source):
         name: Used by describe(), e.g. "array[12]".
         classes: Class names; defaults to "0".."max label".
     """
+
+    in_memory = True
 
     def __init__(self, images, labels, name: str = "array", classes: Sequence[str] | None = None):
         tensor = _to_shared_nchw(images)
@@ -162,6 +202,14 @@ class ArraySource(Source):
     @property
     def fixed_shape(self) -> tuple[int, int, int]:
         return tuple(self._images.shape[1:])
+
+    @property
+    def channels(self) -> int:
+        return int(self._images.shape[1])
+
+    def _digest(self, h) -> None:
+        h.update(str(tuple(self._images.shape)).encode())
+        h.update(memoryview(self._images.contiguous().numpy()).cast("B"))
 
     @property
     def images(self) -> torch.Tensor:
@@ -268,11 +316,39 @@ class FolderSource(Source):
         # A numpy string array instead of a list of str: DataLoader workers
         # fork-share it without refcount writes dirtying every page.
         self._paths = np.array(paths)
+        self._sizes: np.ndarray | None = None
         self.labels = np.array(labels, dtype=np.int64)
         self.labels.flags.writeable = False
 
+    files = True
+
     def describe(self, index: int) -> str:
         return str(self._paths[index])
+
+    def path(self, index: int) -> str:
+        """Sample `index`'s image file."""
+        return str(self._paths[self._check_index(index)])
+
+    def sizes(self) -> np.ndarray:
+        """(N, 2) (height, width) from the file headers (PIL, no decoding),
+        read once and kept. A header PIL cannot read gives (0, 0); `load`
+        names the file when it is used."""
+        if self._sizes is None:
+            from PIL import Image
+
+            sizes = np.zeros((len(self), 2), np.int64)
+            for i, path in enumerate(self._paths):
+                try:
+                    with Image.open(str(path)) as im:
+                        sizes[i] = im.size[1], im.size[0]
+                except Exception:  # PIL raises UnidentifiedImageError, OSError, SyntaxError...
+                    pass
+            self._sizes = sizes
+        return self._sizes
+
+    def _digest(self, h) -> None:
+        for p in self._paths:  # relative paths and sizes: the same folder copied elsewhere keeps its key
+            h.update(f"{os.path.relpath(str(p), self.root)}\0{os.path.getsize(str(p))}\n".encode())
 
     def load(self, index: int) -> torch.Tensor:
         path = str(self._paths[self._check_index(index)])

@@ -7,7 +7,6 @@ with no pickling, no worker restart and no rebuild.
 """
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import numpy as np
@@ -74,11 +73,12 @@ class Knob:
     def clear_caps(self) -> None:
         self.caps[:] = MAX_MAGNITUDE
 
-    def scheduled(self, epoch: int, step: int) -> float:
-        """The magnitude for (epoch, step): the schedule's value if one is set
-        (validated, and mirrored into the shared value), else NaN."""
+    def resolve(self, epoch: int, step: int) -> float:
+        """The magnitude of batch (epoch, step), taken when its request is
+        dispatched: the schedule's value if one is set (validated, and mirrored
+        into the shared value), else the live value."""
         if self.schedule is None:
-            return math.nan
+            return self.value
         value = check_magnitude(self.schedule(epoch, step), name=f"schedule({epoch}, {step})")
         self._value[0] = value
         return value

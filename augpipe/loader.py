@@ -1,8 +1,9 @@
 """`augpipe.Loader`: a drop-in replacement for a torch DataLoader.
 
 The Loader owns everything that is not a backend's business: argument
-checks, the knob and caps, epoch and resume state, sample order and sharding.
-A backend only turns (epoch, step, indices, magnitude) requests into batches.
+checks, the knob and caps, epoch and resume state, sample order and sharding,
+the teacher gate. It hands a backend a `BackendContext` (augpipe/contract.py)
+and gets batches back.
 """
 from __future__ import annotations
 
@@ -13,20 +14,18 @@ import numpy as np
 import torch
 
 from .batch import Batch
+from .contract import BackendContext
 from .data import Source, open_source
 from .knob import Knob
+from .ops import check_magnitude
 from .policy import (
-    CROP_FULL, CROP_PAD, CenterCrop, Crop, FullImage, Policy, RandAugment, RandomCrop, RandomResizedCrop, get_policy,
+    CROP_FULL, CROP_PAD, CenterCrop, Crop, FullImage, Identity, Policy, RandAugment, RandomCrop, RandomResizedCrop,
+    get_policy,
 )
 
 BACKENDS = ("auto", "torch", "ffcv", "dali")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class Request(tuple):
-    """What a backend is asked to build: (epoch, step, indices, scheduled
-    magnitude or NaN). A plain tuple so it pickles cheaply to workers."""
 
 
 class Loader:
@@ -64,12 +63,15 @@ class Loader:
         prefetch_factor: batches queued per worker (the knob's lag, below).
         backend_options: options only one backend understands (see its
             module docstring), e.g. {"os_cache": True} for FFCV.
+        gate: a teacher gate (`augpipe.TeacherGate`) applied to every batch
+            (also settable later: `loader.gate = gate`).
 
-    The knob: `loader.magnitude = 5.0` is read by workers from shared memory
-    when they start a batch. Batches already queued keep the old value, so
-    the change shows up at most `num_workers * prefetch_factor` batches later
-    (immediately with num_workers=0). `set_magnitude(schedule)` evaluates
-    `schedule(epoch, step)` per batch when it is dispatched, exactly, no lag.
+    The knob: each batch's magnitude is taken when the batch is dispatched to
+    a worker, thread or pipeline: `loader.magnitude = 5.0` reaches every batch
+    dispatched after it, i.e. it shows up `loader.lag` batches after the
+    current one (num_workers * prefetch_factor for the torch backend, 0 with
+    num_workers=0). `set_magnitude(schedule)` evaluates `schedule(epoch,
+    step)` at that same moment, per batch, on every backend.
     """
 
     def __init__(self, source, batch_size: int = 256, policy=None, magnitude: float = 9.0, backend: str = "auto",
@@ -77,7 +79,7 @@ class Loader:
                  drop_last: bool | None = None, seed: int = 0, device="cpu", output: str = "uint8",
                  mean=None, std=None, num_workers: int = 2, on_error: str = "raise",
                  rank: int | None = None, world_size: int | None = None, prefetch_factor: int = 2,
-                 backend_options: dict | None = None):
+                 backend_options: dict | None = None, gate=None):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         if backend not in BACKENDS:
@@ -99,7 +101,7 @@ class Loader:
             raise ValueError(f"source {source!r} holds no samples")
         self.train = bool(train)
         self.crop = crop if crop is not None else self._default_crop(size)
-        if self.dataset.fixed_shape is not None and hasattr(self.dataset, "resized"):
+        if self.dataset.in_memory:
             native = self.dataset.fixed_shape[1:]
             if self.crop.mode in (CROP_PAD, CROP_FULL) and native != self.crop.size:
                 self.dataset = self.dataset.resized(self.crop.size)  # one-time, e.g. 28 -> 32 px
@@ -114,17 +116,26 @@ class Loader:
         self.rank, self.world_size = _shard_of(rank, world_size)
         self.knob = Knob(magnitude, len(self.dataset))
         self.errors: list[tuple[str, str]] = list(getattr(self.dataset, "skipped", []))
-        channels = self._channels()
-        self.mean = tuple(mean) if mean is not None else (IMAGENET_MEAN if channels == 3 else (0.5,) * channels)
-        self.std = tuple(std) if std is not None else (IMAGENET_STD if channels == 3 else (0.5,) * channels)
+        channels = self.dataset.channels
+        self.mean = _per_channel(mean, IMAGENET_MEAN if channels == 3 else (0.5,) * channels, channels, "mean")
+        self.std = _per_channel(std, IMAGENET_STD if channels == 3 else (0.5,) * channels, channels, "std")
         self.epoch = 0
         self._step = 0  # batches handed out in the current epoch (for state_dict)
         self._resume = 0  # where the next iter() starts: 0, or a load_state_dict step
         self.backend_options = dict(backend_options or {})
         if backend == "auto":
-            backend = "ffcv" if type(self.dataset).__name__ == "BetonSource" else "torch"
+            backend = "ffcv" if self.dataset.beton is not None else "torch"
         self.backend = backend
-        self._backend = _make_backend(self.backend, self)
+        self.context = BackendContext(
+            source=self.dataset, policy=(self.policy if self.train else Identity()).lower(), crop=self.crop,
+            knob=self.knob, seed=self.seed, batch_size=self.batch_size, num_batches=len(self), order=self.indices,
+            channels=channels, device=self.device, output=self.output, mean=self.mean, std=self.std,
+            num_workers=self.num_workers, prefetch_factor=self.prefetch_factor, on_error=self.on_error,
+            errors=self.errors, options=self.backend_options, rank=self.rank, world_size=self.world_size,
+            drop_last=self.drop_last)
+        self._backend = _make_backend(self.backend, self.context)
+        self._gate = None
+        self.gate = gate
 
     # ------------------------------------------------------------ the knob
     @property
@@ -146,12 +157,76 @@ class Loader:
             self.magnitude = magnitude
 
     @property
+    def lag(self) -> int:
+        """Batches between a knob or cap change and the first batch it reaches."""
+        return self._backend.lag
+
+    @property
     def caps(self) -> np.ndarray:
         """Per-sample magnitude caps (shared, float32, len(dataset))."""
         return self.knob.caps
 
     def set_caps(self, caps, indices=None) -> None:
+        """Write per-sample caps: one per dataset sample, or those at `indices`.
+
+        Raises:
+            ValueError: a cap outside [0, 30] or NaN, or a length that is not
+                len(dataset) (or len(indices)).
+        """
         self.knob.set_caps(caps, indices)
+
+    # ------------------------------------------------------------ the gate
+    @property
+    def gate(self):
+        """The teacher gate applied to every batch (None: no gating)."""
+        return self._gate
+
+    @gate.setter
+    def gate(self, gate) -> None:
+        if gate is not None:
+            if not callable(gate):
+                raise TypeError(f"gate must be callable as gate(batch, loader) -> Batch, got {type(gate).__name__}")
+            if hasattr(gate, "bind"):
+                gate.bind(self)  # checks (e.g. the teacher's classes) fail here, not mid-epoch
+        self._gate = gate
+
+    def render(self, indices, magnitude=None, epoch: int | None = None) -> Batch:
+        """Re-augment samples with exactly their planned crop, flip and op
+        choices, at other magnitudes.
+
+        Args:
+            indices: dataset indices (as in `batch.index`).
+            magnitude: a float for all, one per sample, or None for what the
+                plan used (the live knob bounded by the caps).
+            epoch: the epoch whose plans to use (default: the current one;
+                pass `batch.epoch` to re-render a batch).
+
+        Returns:
+            A Batch on the loader's device and in its output format, with
+            `step` = -1 (it is not part of the epoch's sequence).
+        """
+        from .build import render
+
+        idx = np.asarray(indices.cpu() if isinstance(indices, torch.Tensor) else indices)
+        if idx.ndim != 1 or not (np.issubdtype(idx.dtype, np.integer) or idx.size == 0):
+            raise ValueError(f"indices must be a 1-D array of dataset indices, got shape {idx.shape} {idx.dtype}")
+        idx = idx.astype(np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self.dataset)):
+            raise ValueError(f"indices must be in [0, {len(self.dataset)}), got range [{idx.min()}, {idx.max()}]")
+        epoch = self.epoch if epoch is None else int(epoch)
+        if magnitude is None:
+            knobs, caps = self.knob.value, True
+        else:
+            m = magnitude.detach().cpu().numpy() if isinstance(magnitude, torch.Tensor) else magnitude
+            m = np.asarray(m, dtype=np.float64)
+            if m.ndim > 1 or (m.ndim == 1 and m.shape[0] != idx.shape[0]):
+                raise ValueError(f"magnitude must be a float or one per index ({idx.shape[0]}), got shape {m.shape}")
+            knobs = np.array([check_magnitude(v) for v in m.reshape(-1)]).reshape(m.shape)
+            caps = False
+        custom = getattr(self._backend, "render", None)
+        if custom is not None:
+            return custom(idx, knobs, epoch, caps)
+        return render(self.context, idx, knobs, epoch, caps)
 
     # ------------------------------------------------------ order and state
     def set_epoch(self, epoch: int) -> None:
@@ -179,20 +254,14 @@ class Loader:
             n = n // self.world_size if self.drop_last else -(-n // self.world_size)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def requests(self, epoch: int, start: int) -> Iterator[Request]:
-        """Batch requests of an epoch from step `start` on (run in the caller's
-        process, so schedules are evaluated exactly per step)."""
-        order = self.indices(epoch)
-        for step in range(start, len(self)):
-            idx = order[step * self.batch_size:(step + 1) * self.batch_size]
-            yield Request((epoch, step, idx, self.knob.scheduled(epoch, step)))
-
     def __iter__(self) -> Iterator[Batch]:
         """One epoch. Like a DataLoader, an abandoned iteration is not resumed
         by the next iter(): only `load_state_dict` starts mid-epoch."""
         epoch, self._step, self._resume = self.epoch, self._resume, 0
         for batch in self._backend.iterate(epoch, self._step):
             self._step += 1
+            if self._gate is not None:
+                batch = self._gate(batch, self)
             yield batch
         if self.epoch == epoch and self._step >= len(self):
             self.epoch, self._step = epoch + 1, 0  # next iter() is the next epoch, as FFCV does
@@ -209,10 +278,14 @@ class Loader:
         self.close()
 
     def state_dict(self) -> dict:
-        """Everything needed to resume: the rest of the epoch comes out identical."""
-        return {"epoch": self.epoch, "step": self._step, "seed": self.seed, "magnitude": self.magnitude,
-                "caps": self.caps.copy(), "world_size": self.world_size, "rank": self.rank,
-                "num_samples": len(self.dataset), "batch_size": self.batch_size}
+        """Everything needed to resume: the rest of the epoch comes out identical
+        (caps included, and the gate's own state if it has any)."""
+        state = {"epoch": self.epoch, "step": self._step, "seed": self.seed, "magnitude": self.magnitude,
+                 "caps": self.caps.copy(), "world_size": self.world_size, "rank": self.rank,
+                 "num_samples": len(self.dataset), "batch_size": self.batch_size}
+        if self._gate is not None and hasattr(self._gate, "state_dict"):
+            state["gate"] = self._gate.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         """Resume from `state_dict()`: the next iteration continues mid-epoch."""
@@ -226,20 +299,18 @@ class Loader:
         self._resume = self._step
         self.knob.value = state["magnitude"]
         self.knob.set_caps(state["caps"])
+        if "gate" in state and self._gate is not None and hasattr(self._gate, "load_state_dict"):
+            self._gate.load_state_dict(state["gate"])
 
     # ------------------------------------------------------------- helpers
     def _default_crop(self, size) -> Crop:
         shape = self.dataset.fixed_shape
         if size is None:
             size = shape[1:] if shape is not None else 224
-        if shape is not None:  # arrays: CIFAR-style pad-and-crop
+        if shape is not None:  # arrays (and uniform-size .betons): CIFAR-style pad-and-crop
             out = (size, size) if isinstance(size, int) else tuple(size)
             return RandomCrop(out, padding=max(out) // 8) if self.train else FullImage(out)
         return RandomResizedCrop(size) if self.train else CenterCrop(size)
-
-    def _channels(self) -> int:
-        shape = self.dataset.fixed_shape
-        return shape[0] if shape is not None else 3
 
     def __repr__(self) -> str:
         return (f"Loader({type(self.dataset).__name__} of {len(self.dataset)}, "
@@ -247,20 +318,33 @@ class Loader:
                 f"backend={self.backend!r}, size={self.crop.size}, train={self.train})")
 
 
-def _make_backend(name: str, loader: Loader):
+def _per_channel(values, default, channels: int, name: str) -> tuple[float, ...]:
+    if values is None:
+        return tuple(default)
+    values = tuple(float(v) for v in (values if hasattr(values, "__len__") else [values]))
+    if len(values) == 1:
+        values = values * channels
+    if len(values) != channels:
+        raise ValueError(f"{name} needs {channels} value(s) (one per channel), got {len(values)}")
+    if name == "std" and min(values) <= 0:
+        raise ValueError(f"std must be positive, got {values}")
+    return values
+
+
+def _make_backend(name: str, ctx: BackendContext):
     """Import the backend module only when it is used (backends depend on the
     core, never the reverse; a missing library fails here with a hint)."""
     if name == "torch":
         from .backends.torch import TorchBackend
 
-        return TorchBackend(loader)
+        return TorchBackend(ctx)
     hints = {"ffcv": "pip install 'augpipe[ffcv]' (needs apt-get install pkg-config libopencv-dev libturbojpeg0-dev)",
              "dali": "pip install 'augpipe[dali]'"}
     try:
         module = importlib.import_module(f"augpipe.backends.{name}")
     except ImportError as err:
         raise ImportError(f"backend {name!r} needs a library that is not installed ({err}); {hints[name]}") from err
-    return module.make_backend(loader)
+    return module.make_backend(ctx)
 
 
 def _shard_of(rank, world_size) -> tuple[int, int]:

@@ -21,6 +21,10 @@ from typing import Callable
 import numpy as np
 import torch
 
+from . import torch_kernels as T
+from .kernels import ops as K
+from .kernels import params as P
+
 NUM_BINS = 31
 MAX_MAGNITUDE = float(NUM_BINS - 1)
 
@@ -41,8 +45,28 @@ def _posterize_bits(levels: int) -> Table:
 
 
 @dataclass(frozen=True)
+class Affine:
+    """How a geometric op's parameter enters the shared affine sampler (the
+    torch executor samples every geometric op of a slot at once).
+
+    Args:
+        arg: "angle", "tx", "ty", "shear_x" or "shear_y".
+        corner: centre the transform on the top-left corner (torchvision's
+            center=[0, 0] for shears) instead of the image centre.
+        negate: the sampler takes -parameter (rotate() turns counter-clockwise).
+        right_angles: multiples of 90 degrees take torchvision's exact
+            rot90 / copy short cuts instead of sampling.
+    """
+
+    arg: str
+    corner: bool = False
+    negate: bool = False
+    right_angles: bool = False
+
+
+@dataclass(frozen=True)
 class Op:
-    """One augmentation op.
+    """One augmentation op, declared once.
 
     Args:
         name: torchvision's name for it.
@@ -50,16 +74,26 @@ class Op:
         standard: magnitude table in the RandAugment/AutoAugment space, or None
             for ops without a magnitude.
         wide: magnitude table in the TrivialAugmentWide space.
+        param: numba function, signed level -> the parameter torchvision's
+            functional op takes (kernels/params.py).
+        kernel: numba kernel `(src HWC, param, dst)` for one image (kernels/ops.py).
+        torch: batched torch kernel `(images NCHW, params (N,)) -> images`
+            (augpipe/torch_kernels.py).
         identity: the value of `op_params` at which the op does nothing (a
             factor of 1, 8 bits, a threshold of 255); a larger magnitude never
             moves the parameter closer to it.
+        affine: for geometric ops, how the torch executor batches them.
     """
 
     name: str
     signed: bool
     standard: Table | None
     wide: Table | None
+    param: Callable
+    kernel: Callable
+    torch: Callable
     identity: float = 0.0
+    affine: Affine | None = None
 
     def table(self, space: int, height: int, width: int) -> np.ndarray:
         """The 31 per-bin parameter magnitudes (unsigned), as float64."""
@@ -74,24 +108,37 @@ def _table(op: "Op", space: int, height: int, width: int) -> np.ndarray:
     return table
 
 
+def _translate(side: int, wide: float) -> tuple[Table, Table]:
+    """TranslateX/Y tables: 150/331 of the image side, or 32 px in the wide space."""
+    return (lambda h, w: torch.linspace(0.0, 150.0 / 331.0 * (w, h)[side], NUM_BINS)), _lin(0.0, wide)
+
+
 # Order matters: ids are positions in this tuple, and 0..13 are torchvision's
 # RandAugment ops in torchvision's order. Invert (14) is AutoAugment-only.
+# Adding an op: one line here, its numba kernel in kernels/ops.py and its torch
+# kernel in augpipe/torch_kernels.py (and a parameter map in kernels/params.py
+# if none fits); the dispatch, the id tables and the tests follow from this tuple.
 OPS: tuple[Op, ...] = (
-    Op("Identity", False, None, None),
-    Op("ShearX", True, _lin(0.0, 0.3), _lin(0.0, 0.99)),
-    Op("ShearY", True, _lin(0.0, 0.3), _lin(0.0, 0.99)),
-    Op("TranslateX", True, lambda h, w: torch.linspace(0.0, 150.0 / 331.0 * w, NUM_BINS), _lin(0.0, 32.0)),
-    Op("TranslateY", True, lambda h, w: torch.linspace(0.0, 150.0 / 331.0 * h, NUM_BINS), _lin(0.0, 32.0)),
-    Op("Rotate", True, _lin(0.0, 30.0), _lin(0.0, 135.0)),
-    Op("Brightness", True, _lin(0.0, 0.9), _lin(0.0, 0.99), identity=1.0),
-    Op("Color", True, _lin(0.0, 0.9), _lin(0.0, 0.99), identity=1.0),
-    Op("Contrast", True, _lin(0.0, 0.9), _lin(0.0, 0.99), identity=1.0),
-    Op("Sharpness", True, _lin(0.0, 0.9), _lin(0.0, 0.99), identity=1.0),
-    Op("Posterize", False, _posterize_bits(4), _posterize_bits(6), identity=8.0),
-    Op("Solarize", False, _lin(1.0, 0.0), _lin(1.0, 0.0), identity=255.0),
-    Op("AutoContrast", False, None, None),
-    Op("Equalize", False, None, None),
-    Op("Invert", False, None, None),
+    Op("Identity", False, None, None, P.param_level, K.op_identity, T.identity),
+    Op("ShearX", True, _lin(0.0, 0.3), _lin(0.0, 0.99), P.param_shear, K.op_shear_x, T.shear_x,
+       affine=Affine("shear_x", corner=True)),
+    Op("ShearY", True, _lin(0.0, 0.3), _lin(0.0, 0.99), P.param_shear, K.op_shear_y, T.shear_y,
+       affine=Affine("shear_y", corner=True)),
+    Op("TranslateX", True, *_translate(0, 32.0), P.param_pixels, K.op_translate_x, T.translate_x,
+       affine=Affine("tx")),
+    Op("TranslateY", True, *_translate(1, 32.0), P.param_pixels, K.op_translate_y, T.translate_y,
+       affine=Affine("ty")),
+    Op("Rotate", True, _lin(0.0, 30.0), _lin(0.0, 135.0), P.param_level, K.op_rotate, T.rotate,
+       affine=Affine("angle", negate=True, right_angles=True)),
+    Op("Brightness", True, _lin(0.0, 0.9), _lin(0.0, 0.99), P.param_factor, K.op_brightness, T.brightness, 1.0),
+    Op("Color", True, _lin(0.0, 0.9), _lin(0.0, 0.99), P.param_factor, K.op_color, T.color, 1.0),
+    Op("Contrast", True, _lin(0.0, 0.9), _lin(0.0, 0.99), P.param_factor, K.op_contrast, T.contrast, 1.0),
+    Op("Sharpness", True, _lin(0.0, 0.9), _lin(0.0, 0.99), P.param_factor, K.op_sharpness, T.sharpness, 1.0),
+    Op("Posterize", False, _posterize_bits(4), _posterize_bits(6), P.param_bits, K.op_posterize, T.posterize, 8.0),
+    Op("Solarize", False, _lin(1.0, 0.0), _lin(1.0, 0.0), P.param_threshold, K.op_solarize, T.solarize, 255.0),
+    Op("AutoContrast", False, None, None, P.param_level, K.op_autocontrast, T.autocontrast),
+    Op("Equalize", False, None, None, P.param_level, K.op_equalize, T.equalize),
+    Op("Invert", False, None, None, P.param_level, K.op_invert, T.invert),
 )
 OP_IDS: dict[str, int] = {op.name: i for i, op in enumerate(OPS)}
 RAND_AUGMENT_OPS: tuple[int, ...] = tuple(range(14))
@@ -117,16 +164,6 @@ def check_magnitude(value, name: str = "magnitude") -> float:
     return value
 
 
-def interpolate(table: np.ndarray, magnitude: np.ndarray) -> np.ndarray:
-    """Linear interpolation of a 31-bin table at (unsigned) magnitudes."""
-    m = np.clip(np.abs(np.asarray(magnitude, dtype=np.float64)), 0.0, MAX_MAGNITUDE)
-    lo = np.floor(m).astype(np.int64)
-    hi = np.minimum(lo + 1, NUM_BINS - 1)
-    t = m - lo
-    # At integer magnitudes t == 0 and the bin's exact value comes back.
-    return np.where(t == 0.0, table[lo], table[lo] + t * (table[hi] - table[lo]))
-
-
 def op_params(op_id: int, magnitude, space: int, height: int, width: int) -> np.ndarray:
     """torchvision parameters for `op_id` at signed magnitudes (float64 array).
 
@@ -135,29 +172,21 @@ def op_params(op_id: int, magnitude, space: int, height: int, width: int) -> np.
     pixels, int(level) (truncation toward zero, as torchvision); Rotate:
     degrees; Brightness/Color/Contrast/Sharpness: factor 1 + level;
     Posterize: bits (rounded); Solarize: threshold on the 0..255 scale;
-    parameterless ops: 0.
+    parameterless ops: 0. Computed by the same compiled functions the
+    kernels use (augpipe.opgen), so every executor gets the same bits.
     """
-    op = OPS[op_id]
+    from .opgen import compiled
+
     mag = np.asarray(magnitude, dtype=np.float64)
-    level = interpolate(op.table(space, height, width), mag)
-    if op.signed:
-        level = np.where(mag < 0, -level, level)
-    name = op.name
-    if name in ("ShearX", "ShearY"):
-        return np.degrees(np.arctan(level))
-    if name in ("TranslateX", "TranslateY"):
-        return np.trunc(level)
-    if name in ("Brightness", "Color", "Contrast", "Sharpness"):
-        return 1.0 + level
-    if name == "Posterize":
-        return np.floor(level + 0.5)  # bins are whole; between bins, halves round up
-    if name == "Solarize":
-        # torchvision: threshold = 255.0 * float(linspace value)
-        return 255.0 * level
-    return level
+    flat = np.ascontiguousarray(mag.reshape(-1))
+    out = compiled().op_params_array(int(op_id), flat, param_tables(space, height, width))
+    return out.reshape(mag.shape)
 
 
+@functools.lru_cache(maxsize=256)
 def param_tables(space: int, height: int, width: int) -> np.ndarray:
-    """All ops' 31-bin level tables as one float64 (len(OPS), 31) array, for
-    compiled code (kernels.params) that cannot call `op_params`."""
-    return np.stack([op.table(space, height, width) for op in OPS])
+    """All ops' 31-bin level tables as one read-only float64 (len(OPS), 31)
+    array, for compiled code."""
+    tables = np.stack([op.table(space, height, width) for op in OPS])
+    tables.flags.writeable = False
+    return tables

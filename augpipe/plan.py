@@ -144,15 +144,16 @@ def plan_sample(seed, epoch, index, height, width, knob, cap, crop,
 
 
 @njit(nogil=True)
-def plan_batch(seed, epoch, indices, heights, widths, knob, caps, crop,
+def plan_batch(seed, epoch, indices, heights, widths, knobs, caps, crop,
                kind, pool, num_ops, draw_magnitude, sub_ops, sub_probs, sub_mags, signed,
                boxes, flips, ops, mags, used):
-    """Plan a batch into preallocated arrays. `caps` is the whole per-dataset
-    cap array (indexed by dataset index), or empty for no caps."""
+    """Plan a batch into preallocated arrays. `knobs` holds one magnitude per
+    sample; `caps` is the whole per-dataset cap array (indexed by dataset
+    index), or empty for no caps."""
     for i in range(indices.shape[0]):
         idx = indices[i]
         cap = caps[idx] if caps.shape[0] > 0 else MAX_MAGNITUDE
-        f, u = plan_sample(seed, epoch, idx, heights[i], widths[i], knob, cap, crop,
+        f, u = plan_sample(seed, epoch, idx, heights[i], widths[i], knobs[i], cap, crop,
                            kind, pool, num_ops, draw_magnitude, sub_ops, sub_probs, sub_mags, signed,
                            boxes[i], ops[i], mags[i])
         flips[i] = f
@@ -202,15 +203,20 @@ class Plan:
                     self.magnitude[keep], self.space, self.size, self.fill)
 
 
-def make_plan(seed: int, epoch: int, indices, heights, widths, knob: float, caps: np.ndarray | None,
+def make_plan(seed: int, epoch: int, indices, heights, widths, knob, caps: np.ndarray | None,
               crop: Crop, policy: PolicyArrays) -> Plan:
     """Plan a batch from numpy: the numpy face of `plan_batch`.
+
+    The crop, the flip, the ops and their signs depend on (seed, epoch,
+    index) only; the knob and the cap only scale the magnitudes. So planning
+    the same samples at another knob gives the same choices at other
+    magnitudes (what `Loader.render` relies on).
 
     Args:
         seed, epoch: the run's seed and the epoch (non-negative ints).
         indices: dataset indices of the batch.
         heights, widths: source image sizes, per sample (or scalars).
-        knob: global magnitude in [0, 30].
+        knob: magnitude in [0, 30], global (a scalar) or per sample.
         caps: per-dataset cap array (float32, len = dataset size), or None.
         crop, policy: the base transform and the lowered policy.
     """
@@ -218,6 +224,7 @@ def make_plan(seed: int, epoch: int, indices, heights, widths, knob: float, caps
     n = indices.shape[0]
     heights = np.broadcast_to(np.asarray(heights, dtype=np.int64), (n,)).copy()
     widths = np.broadcast_to(np.asarray(widths, dtype=np.int64), (n,)).copy()
+    knobs = np.broadcast_to(np.asarray(knob, dtype=np.float64), (n,)).copy()
     caps = np.empty(0, np.float32) if caps is None else caps
     boxes = np.empty((n, 4), np.int32)
     flips = np.empty(n, np.bool_)
@@ -225,7 +232,7 @@ def make_plan(seed: int, epoch: int, indices, heights, widths, knob: float, caps
     mags = np.empty((n, policy.num_ops), np.float32)
     used = np.empty(n, np.float32)
     with np.errstate(over="ignore"):  # uint64 wrap-around is intended (JIT-off runs)
-        plan_batch(np.uint64(seed), np.uint64(epoch), indices, heights, widths, float(knob), caps, crop.params(),
+        plan_batch(np.uint64(seed), np.uint64(epoch), indices, heights, widths, knobs, caps, crop.params(),
                    policy.kind, policy.pool, policy.num_ops, policy.draw_magnitude,
                    policy.sub_ops, policy.sub_probs, policy.sub_mags, SIGNED,
                    boxes, flips, ops, mags, used)

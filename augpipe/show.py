@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .backends.torch_ops import apply_ops
+from .exec_torch import apply_ops
 from .ops import OPS, STANDARD, WIDE
 from .policy import Policy, get_policy
 

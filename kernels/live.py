@@ -43,6 +43,9 @@ if config.DISABLE_JIT:
 
     def live_i8(addr, n):
         return _py_view(addr, n, ctypes.c_int8, np.int8)
+
+    def live_u8(addr, n):
+        return _py_view(addr, n, ctypes.c_uint8, np.uint8)
 else:
     @njit(nogil=True, inline="always")
     def live_f64(addr, n):
@@ -63,6 +66,11 @@ else:
     def live_i8(addr, n):
         """int8[n] view of the memory at `addr`."""
         return carray(_voidptr(addr), (n,), np.int8)
+
+    @njit(nogil=True, inline="always")
+    def live_u8(addr, n):
+        """uint8[n] view of the memory at `addr`."""
+        return carray(_voidptr(addr), (n,), np.uint8)
 
 
 def address(array: np.ndarray) -> int:

@@ -3,40 +3,24 @@
 One `op_xxx(src, param, dst)` per op works on ONE image: `src` and `dst` are
 uint8 (H, W, C) arrays, C in {1, 3}, of the same shape; the result is written
 to `dst` and `src` is never modified (they must not overlap). `param` is the
-float64 value `augpipe.ops.op_params` (or `kernels.params.op_param`) gives.
-`apply_op` dispatches on the op id and `apply_ops_batch` runs a whole plan,
-parallel over samples, for use inside FFCV's compiled pipeline.
+float64 value `augpipe.ops.op_params` gives.
+The op table (`augpipe.ops.OPS`) names one kernel per op; the per-op dispatch
+and the batch drivers are generated from it (`augpipe.opgen`). This module
+depends on nothing of augpipe.
 
-Results equal `augpipe.backends.torch_ops` (hence torchvision) bit for bit: the
-arithmetic repeats torch's float32 operations in the same order with the same
-roundings. Where torch uses a fused multiply-add, we compute the product and
-sum in float64 (exact for these operands) and round once, or, for the sampling
-grid, use `_fma32`, an exactly rounded float32 fma. Notes per op below.
+Results equal the torch executor (`augpipe.exec_torch`) bit for bit on every
+CPU, and torchvision's for every op whose torchvision arithmetic does not
+depend on the CPU: the arithmetic repeats torch's float32 operations in the
+same order with the same roundings; where torch uses a fused multiply-add, we
+compute the product and sum in float64 (exact for these operands) and round
+once. Geometric ops share one CPU-independent sampling grid (`_grid_row`).
+Notes per op below.
 """
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from .params import (
-    AUTO_CONTRAST,
-    BRIGHTNESS,
-    COLOR,
-    CONTRAST,
-    EQUALIZE,
-    IDENTITY,
-    INVERT,
-    NUM_OPS,
-    POSTERIZE,
-    ROTATE,
-    SHARPNESS,
-    SHEAR_X,
-    SHEAR_Y,
-    SOLARIZE,
-    TRANSLATE_X,
-    TRANSLATE_Y,
-    op_param,
-)
 
 _DEG_TO_RAD = math.pi / 180.0  # np.radians multiplies by this
 
@@ -64,36 +48,8 @@ def _rint(v):
 
 
 @njit(nogil=True, cache=True)
-def _fma32(a, b, c):
-    """float32 a * b + c with a single rounding (a, b, c float32).
-
-    The product is exact in float64; the float64 sum may not be (then TwoSum
-    gives its error), and rounding it to float32 can only go wrong when the
-    float64 sum sits exactly half-way between two float32s: the error then
-    says which way the exact value lies.
-    """
-    p = np.float64(a) * np.float64(b)
-    q = np.float64(c)
-    s = p + q
-    bb = s - p
-    err = (p - (s - bb)) + (q - bb)
-    v = np.float32(s)
-    if err != 0.0:
-        u = np.float64(v)
-        d = s - u
-        if d != 0.0 and u != 0.0:
-            m, e = math.frexp(u)
-            half = math.ldexp(1.0, e - 25)  # half a float32 ulp at u
-            if abs(m) == 0.5 and (d < 0.0) == (u > 0.0):
-                half = math.ldexp(1.0, e - 26)  # below a power of two the spacing halves
-            if abs(d) == half and (err > 0.0) == (d > 0.0):
-                v = np.float32(u + 2.0 * d)  # exact value lies past the midpoint
-    return v
-
-
-@njit(nogil=True, cache=True)
 def _blend32(a, other, alpha):
-    """torch_ops._fused_add for one value: float32(a + other * alpha), evaluated
+    """exec_torch._fused_add for one value: float32(a + other * alpha), evaluated
     in float64 (a, other, alpha float32) and rounded once."""
     return np.float32(np.float64(a) + np.float64(other) * np.float64(alpha))
 
@@ -141,8 +97,9 @@ def _apply_lut1(src, lut, dst):
 
 @njit(nogil=True, cache=True)
 def inverse_affine(angle, tx, ty, shear_x, shear_y, cx, cy):
-    """torch_ops._inverse_affine (torchvision's inverse matrix, scale 1) for
-    one sample, rounded to the float32 theta (6,) that torch samples with."""
+    """torchvision's `_get_inverse_affine_matrix` (scale 1) for one sample:
+    the same float64 expressions in the same order with libm's cos/sin/tan
+    (Python's math module, as torchvision), rounded to the float32 theta (6,)."""
     rot = angle * _DEG_TO_RAD
     sx = shear_x * _DEG_TO_RAD
     sy = shear_y * _DEG_TO_RAD
@@ -167,67 +124,56 @@ def inverse_affine(angle, tx, ty, shear_x, shear_y, cx, cy):
 
 
 @njit(nogil=True, cache=True)
-def _grid_row(y, px, s1, s2, out):
-    """One row of one grid coordinate: torch's bmm of the base grid rows
-    [x_j, y, 1] with a scaled theta column (s0, s1, s2), rounded as MKL's
-    sgemm rounds it on CPU: x_j * s0 rounded (px[j], given), then
-    fma(y, s1, .), then + s2 rounded, all float32.
-
-    The fma is evaluated in float64 (y * s1 is exact there, and so is the sum
-    unless its operands are very far apart in scale); only lanes where the sum
-    was inexact (TwoSum error != 0) are redone with the exact `_fma32`. The
-    main loop has no branches, so LLVM vectorises it.
-    """
-    yb = np.float64(y) * np.float64(s1)
-    inexact = False
-    for j in range(px.shape[0]):
-        p = np.float64(px[j])
-        s = p + yb
-        bb = s - p
-        err = (p - (s - bb)) + (yb - bb)
-        inexact |= err != 0.0
-        out[j] = np.float32(s) + s2
-    if inexact:
-        for j in range(px.shape[0]):
-            out[j] = _fma32(y, s1, px[j]) + s2
-
-
-@njit(nogil=True, cache=True)
-def _scaled_theta(theta, h, w):
-    """theta^T / [0.5 w, 0.5 h] in float32, as torchvision's _affine_grid."""
+def scaled_theta(theta, h, w):
+    """theta / [0.5 w, 0.5 h] in float32 (torchvision's _affine_grid scaling):
+    (s0x, s1x, s2x, s0y, s1y, s2y)."""
     hw = np.float32(0.5 * w)
     hh = np.float32(0.5 * h)
     return (theta[0] / hw, theta[1] / hw, theta[2] / hw, theta[3] / hh, theta[4] / hh, theta[5] / hh)
 
 
 @njit(nogil=True, cache=True)
-def _base_products(s0x, s0y, w):
-    """x_j * s0 for both coordinates, x_j = linspace((1 - w)/2, (w - 1)/2)[j]
-    (exact half-integers in float32)."""
-    x0 = np.float32((w - 1) * 0.5)
-    pxx = np.empty(w, dtype=np.float32)
-    pxy = np.empty(w, dtype=np.float32)
+def _grid_row(yb, xs, s0, s2, out):
+    """One row of one grid coordinate: float32((x_j * s0 + yb) + s2), with
+    yb = y * s1, all in float64.
+
+    torchvision gets the grid from a batched matmul whose float32 rounding
+    depends on the BLAS kernel the CPU selects (AVX2 and AVX-512 machines
+    differ in the last bit, and nearest-neighbour sampling turns that into
+    whole-pixel differences). Here both products are exact in float64 (a
+    half-integer times a float32), the two sums round in float64 and the
+    result once to float32: the same bits on every CPU and on CUDA, in this
+    kernel and in the torch executor (augpipe.exec_torch), which mirror each
+    other operation for operation. The loop has no branches and vectorises.
+    """
+    c0 = np.float64(s0)
+    c2 = np.float64(s2)
+    for j in range(xs.shape[0]):
+        out[j] = np.float32((xs[j] * c0 + yb) + c2)
+
+
+@njit(nogil=True, cache=True)
+def _base_x(w):
+    """linspace((1 - w)/2, (w - 1)/2, w) as float64: exact half-integers."""
+    xs = np.empty(w, dtype=np.float64)
     for j in range(w):
-        x = np.float32(j) - x0
-        pxx[j] = x * s0x
-        pxy[j] = x * s0y
-    return pxx, pxy
+        xs[j] = j - (w - 1) * 0.5
+    return xs
 
 
 @njit(nogil=True, cache=True)
 def affine_grid(theta, h, w):
-    """torchvision's _affine_grid for one theta: float32 (H, W, 2) in [-1, 1]
-    units (for tests; `_affine` computes the same rows on the fly)."""
-    s0x, s1x, s2x, s0y, s1y, s2y = _scaled_theta(theta, h, w)
-    pxx, pxy = _base_products(s0x, s0y, w)
-    y0 = np.float32((h - 1) * 0.5)
+    """The sampling grid for `theta`: float32 (H, W, 2) in [-1, 1] units (for
+    tests; `_affine` computes the same rows on the fly)."""
+    s0x, s1x, s2x, s0y, s1y, s2y = scaled_theta(theta, h, w)
+    xs = _base_x(w)
     grid = np.empty((h, w, 2), dtype=np.float32)
     gx = np.empty(w, dtype=np.float32)
     gy = np.empty(w, dtype=np.float32)
     for i in range(h):
-        y = np.float32(i) - y0
-        _grid_row(y, pxx, s1x, s2x, gx)
-        _grid_row(y, pxy, s1y, s2y, gy)
+        y = i - (h - 1) * 0.5
+        _grid_row(y * np.float64(s1x), xs, s0x, s2x, gx)
+        _grid_row(y * np.float64(s1y), xs, s0y, s2y, gy)
         for j in range(w):
             grid[i, j, 0] = gx[j]
             grid[i, j, 1] = gy[j]
@@ -253,24 +199,21 @@ def _source_index(g, size, out):
 
 @njit(nogil=True, cache=True)
 def _affine(src, theta, dst):
-    """grid_sample(mode="nearest", padding_mode="zeros", align_corners=False)
-    over torchvision's affine grid for `theta`, one output row at a time.
-
-    Base grid x = linspace((1 - w)/2, (w - 1)/2)[j] (exact half-integers), the
-    bmm as in `_grid_row`, then `_source_index`; outside -> 0.
-    """
+    """Nearest-neighbour sampling over the affine grid of `theta` with zero
+    fill (torchvision's grid_sample(mode="nearest", padding_mode="zeros",
+    align_corners=False)), one output row at a time: `_grid_row`, then
+    `_source_index`; outside -> 0."""
     h, w, ch = src.shape
-    s0x, s1x, s2x, s0y, s1y, s2y = _scaled_theta(theta, h, w)
-    pxx, pxy = _base_products(s0x, s0y, w)
-    y0 = np.float32((h - 1) * 0.5)
+    s0x, s1x, s2x, s0y, s1y, s2y = scaled_theta(theta, h, w)
+    xs = _base_x(w)
     gx = np.empty(w, dtype=np.float32)
     gy = np.empty(w, dtype=np.float32)
     ix = np.empty(w, dtype=np.int32)
     iy = np.empty(w, dtype=np.int32)
     for i in range(h):
-        y = np.float32(i) - y0
-        _grid_row(y, pxx, s1x, s2x, gx)
-        _grid_row(y, pxy, s1y, s2y, gy)
+        y = i - (h - 1) * 0.5
+        _grid_row(y * np.float64(s1x), xs, s0x, s2x, gx)
+        _grid_row(y * np.float64(s1y), xs, s0y, s2y, gy)
         _source_index(gx, w, ix)
         _source_index(gy, h, iy)
         if ch == 3:
@@ -293,6 +236,18 @@ def _affine(src, theta, dst):
                 else:
                     for c in range(ch):
                         dst[i, j, c] = 0
+
+
+@njit(nogil=True, cache=True)
+def affine_thetas(angle, tx, ty, shear_x, shear_y, cx, cy):
+    """`inverse_affine` for N samples (float64 (N,) arguments): float32 (N, 6).
+    The torch executor takes its matrices from here, so both executors build
+    them with the same libm calls."""
+    n = angle.shape[0]
+    out = np.empty((n, 6), dtype=np.float32)
+    for k in range(n):
+        out[k] = inverse_affine(angle[k], tx[k], ty[k], shear_x[k], shear_y[k], cx[k], cy[k])
+    return out
 
 
 @njit(nogil=True, cache=True)
@@ -344,10 +299,10 @@ def _rot90(src, turns, dst):
 def op_rotate(src, degrees, dst):
     """Rotate counter-clockwise about the centre, no expand, zero fill.
 
-    Like torch_ops.apply_ops: a multiple of 90 degrees goes through rotate(),
+    Like the torch executor: a multiple of 90 degrees goes through rotate(),
     which reduces it mod 360 and takes torchvision's exact short cuts (0, 180;
     90 and 270 on square images), else samples at -(angle mod 360). Any other
-    angle is sampled at -degrees as given (torch_ops._mixed_affine).
+    angle is sampled at -degrees as given (exec_torch._mixed_affine).
     """
     h, w = src.shape[0], src.shape[1]
     if degrees % 90.0 == 0.0:
@@ -386,7 +341,7 @@ def op_brightness(src, factor, dst):
 
 @njit(nogil=True, cache=True)
 def _blend_lut(factor, other):
-    """Lookup table of torch_ops._blend(x, other, factor) for a constant
+    """Lookup table of exec_torch._blend(x, other, factor) for a constant
     float32 `other`: x * ratio (float32), then + other * (1 - factor) rounded once."""
     ratio = np.float32(factor)
     alpha = np.float32(1.0 - factor)
@@ -554,97 +509,3 @@ def op_invert(src, _param, dst):
     d = dst.reshape(-1)
     for k in range(s.shape[0]):
         d[k] = 255 - s[k]
-
-
-# ------------------------------------------------------------------- drivers
-
-@njit(nogil=True, cache=True)
-def apply_op(op_id, src, param, dst):
-    """Apply op `op_id` with parameter `param` (op_param's value) from src to dst."""
-    if op_id == IDENTITY:
-        op_identity(src, param, dst)
-    elif op_id == SHEAR_X:
-        op_shear_x(src, param, dst)
-    elif op_id == SHEAR_Y:
-        op_shear_y(src, param, dst)
-    elif op_id == TRANSLATE_X:
-        op_translate_x(src, param, dst)
-    elif op_id == TRANSLATE_Y:
-        op_translate_y(src, param, dst)
-    elif op_id == ROTATE:
-        op_rotate(src, param, dst)
-    elif op_id == BRIGHTNESS:
-        op_brightness(src, param, dst)
-    elif op_id == COLOR:
-        op_color(src, param, dst)
-    elif op_id == CONTRAST:
-        op_contrast(src, param, dst)
-    elif op_id == SHARPNESS:
-        op_sharpness(src, param, dst)
-    elif op_id == POSTERIZE:
-        op_posterize(src, param, dst)
-    elif op_id == SOLARIZE:
-        op_solarize(src, param, dst)
-    elif op_id == AUTO_CONTRAST:
-        op_autocontrast(src, param, dst)
-    elif op_id == EQUALIZE:
-        op_equalize(src, param, dst)
-    elif op_id == INVERT:
-        op_invert(src, param, dst)
-    else:
-        raise ValueError("unknown op id")
-
-
-@njit(nogil=True, cache=True)
-def apply_sample_ops(image, ops, mags, tables, scratch):
-    """One sample's plan: ops (K,) in slot order, in place in `image` (H, W, C),
-    using `scratch` (same shape) as the other half of a ping-pong pair."""
-    cur, other = image, scratch
-    in_scratch = False
-    for k in range(ops.shape[0]):
-        op_id = int(ops[k])
-        if op_id <= IDENTITY:  # -1: no op; Identity: nothing to do
-            continue
-        apply_op(op_id, cur, op_param(op_id, np.float64(mags[k]), tables), other)
-        cur, other = other, cur
-        in_scratch = not in_scratch
-    if in_scratch:
-        _copy(scratch, image)
-
-
-@njit(parallel=True, nogil=True, cache=True)
-def apply_ops_batch(images, ops, mags, tables, scratch):
-    """Apply each sample's ops in slot order, in place, parallel over samples.
-
-    Args:
-        images: uint8 (N, H, W, C), C in {1, 3}; overwritten with the results.
-        ops: int (N, K) op ids, -1 for no op; slot k is applied before k + 1.
-        mags: float (N, K) signed magnitudes on the 0..30 scale.
-        tables: float64 (15, 31), augpipe.ops.param_tables(space, H, W).
-        scratch: uint8 array of the images' shape (contents ignored).
-
-    Raises:
-        ValueError: for mismatched shapes or an op id >= 15 (checked before
-            the parallel loop; exceptions inside it surface as SystemError).
-    """
-    if ops.shape[0] != images.shape[0] or mags.shape != ops.shape or scratch.shape != images.shape:
-        raise ValueError("apply_ops_batch: ops/mags must be (N, K) and scratch shaped like images")
-    for n in range(ops.shape[0]):
-        for k in range(ops.shape[1]):
-            if ops[n, k] >= NUM_OPS:
-                raise ValueError("apply_ops_batch: unknown op id")
-    for n in prange(images.shape[0]):
-        apply_sample_ops(images[n], ops[n], mags[n], tables, scratch[n])
-
-
-@njit(nogil=True, cache=True)
-def apply_ops_serial(images, ops, mags, tables, scratch):
-    """`apply_ops_batch` on the calling thread only: for DataLoader worker
-    processes, which are the parallelism already (no nested thread pools)."""
-    if ops.shape[0] != images.shape[0] or mags.shape != ops.shape or scratch.shape != images.shape:
-        raise ValueError("apply_ops_serial: ops/mags must be (N, K) and scratch shaped like images")
-    for n in range(images.shape[0]):
-        for k in range(ops.shape[1]):
-            if ops[n, k] >= NUM_OPS:
-                raise ValueError("apply_ops_serial: unknown op id")
-        apply_sample_ops(images[n], ops[n], mags[n], tables, scratch[n])

@@ -1,92 +1,78 @@
-"""Op parameters from signed magnitudes, for compiled code.
+"""Magnitude -> parameter maps, for compiled code.
 
-`op_param` is `augpipe.ops.op_params` for one sample: the same float64
-expressions in the same order, reading the op's 31-bin level table from
-`tables = augpipe.ops.param_tables(space, height, width)` (passed in: this
-module depends on nothing of augpipe). Op ids are positions in
-`augpipe.ops.OPS`; the constants below are checked against `OP_IDS` by the
-tests.
-
-One known difference: ShearX/ShearY take degrees(atan(level)). NumPy's float64
-`arctan` on this machine (AVX-512, SVML loops) and libm's `atan` (what numba and
-plain Python call) disagree in the last bit for ~0.4% of arguments, so a
-fractional-magnitude shear may differ from `op_params` by 1 ulp of float64.
-The affine matrix is rounded to float32 before use, so this never reaches a
-pixel in practice (see tests/test_kernels.py).
+`level` interpolates an op's 31-bin table (`augpipe.ops.param_tables`); the
+`param_*` functions turn a signed level into the parameter torchvision's
+functional op takes. The op table (`augpipe.ops.OPS`) names one map per op;
+`augpipe.opgen` generates the per-op dispatch from it, and the NumPy face
+(`augpipe.ops.op_params`) calls the same compiled functions, so every executor
+uses the very same float64 arithmetic: libm's `atan` for shears, as Python's
+`math.atan` in torchvision (NumPy's SIMD `arctan` differs in the last bit on
+some CPUs and is not used). This module depends on nothing of augpipe.
 """
 import math
 
 import numpy as np
 from numba import njit
 
-IDENTITY = 0
-SHEAR_X = 1
-SHEAR_Y = 2
-TRANSLATE_X = 3
-TRANSLATE_Y = 4
-ROTATE = 5
-BRIGHTNESS = 6
-COLOR = 7
-CONTRAST = 8
-SHARPNESS = 9
-POSTERIZE = 10
-SOLARIZE = 11
-AUTO_CONTRAST = 12
-EQUALIZE = 13
-INVERT = 14
-NUM_OPS = 15
-
-OP_IDS = {
-    "Identity": IDENTITY, "ShearX": SHEAR_X, "ShearY": SHEAR_Y, "TranslateX": TRANSLATE_X,
-    "TranslateY": TRANSLATE_Y, "Rotate": ROTATE, "Brightness": BRIGHTNESS, "Color": COLOR,
-    "Contrast": CONTRAST, "Sharpness": SHARPNESS, "Posterize": POSTERIZE, "Solarize": SOLARIZE,
-    "AutoContrast": AUTO_CONTRAST, "Equalize": EQUALIZE, "Invert": INVERT,
-}
-
 NUM_BINS = 31
 _MAX_MAG = 30.0
-_RAD_TO_DEG = 180.0 / math.pi  # np.degrees and math.degrees both multiply by this
+_RAD_TO_DEG = 180.0 / math.pi  # math.degrees multiplies by this
 
 
 @njit(nogil=True, cache=True)
 def level(table, magnitude):
-    """`augpipe.ops.interpolate` for one (unsigned) magnitude."""
+    """Linear interpolation of a 31-bin table at an (unsigned) magnitude;
+    integer magnitudes give the bin's exact value."""
     m = min(max(abs(magnitude), 0.0), _MAX_MAG)
     lo = math.floor(m)
     hi = min(lo + 1, NUM_BINS - 1)
     t = m - lo
     if t == 0.0:
-        return table[lo]  # integer magnitudes: the bin's exact value
+        return table[lo]
     return table[lo] + t * (table[hi] - table[lo])
 
 
 @njit(nogil=True, cache=True)
-def is_signed(op_id):
-    """Whether the planner draws a random sign for this op."""
-    return SHEAR_X <= op_id <= SHARPNESS
+def param_level(lev):
+    """The level itself (Rotate's degrees; parameterless ops)."""
+    return lev
 
 
 @njit(nogil=True, cache=True)
-def op_param(op_id, signed_mag, tables):
-    """The torchvision parameter of op `op_id` at one signed magnitude (float64).
+def param_shear(lev):
+    """Shear in degrees: torchvision's math.degrees(math.atan(level))."""
+    return math.atan(lev) * _RAD_TO_DEG
 
-    Args:
-        op_id: op id (position in augpipe.ops.OPS).
-        signed_mag: magnitude on the 0..30 scale; its sign matters for signed ops.
-        tables: float64 (15, 31) level tables, `augpipe.ops.param_tables(space, h, w)`.
-    """
+
+@njit(nogil=True, cache=True)
+def param_pixels(lev):
+    """Whole pixels: int(level), toward zero, keeping -0.0 (np.trunc)."""
+    return math.copysign(float(int(lev)), lev)
+
+
+@njit(nogil=True, cache=True)
+def param_factor(lev):
+    """Enhancement factor 1 + level (Brightness, Color, Contrast, Sharpness)."""
+    return 1.0 + lev
+
+
+@njit(nogil=True, cache=True)
+def param_bits(lev):
+    """Posterize bits: whole bins; between bins, halves round up."""
+    return float(math.floor(lev + 0.5))
+
+
+@njit(nogil=True, cache=True)
+def param_threshold(lev):
+    """Solarize threshold on the 0..255 scale: 255.0 * level."""
+    return 255.0 * lev
+
+
+@njit(nogil=True, cache=True)
+def signed_level(table, signed, signed_mag):
+    """The op's level at a signed magnitude (the sign counts for signed ops)."""
     mag = np.float64(signed_mag)
-    lev = level(tables[op_id], mag)
-    if is_signed(op_id) and mag < 0:
+    lev = level(table, mag)
+    if signed and mag < 0:
         lev = -lev
-    if op_id == SHEAR_X or op_id == SHEAR_Y:
-        return math.atan(lev) * _RAD_TO_DEG
-    if op_id == TRANSLATE_X or op_id == TRANSLATE_Y:
-        return math.copysign(float(int(lev)), lev)  # np.trunc: toward zero, keeps -0.0
-    if BRIGHTNESS <= op_id <= SHARPNESS:
-        return 1.0 + lev
-    if op_id == POSTERIZE:
-        return float(math.floor(lev + 0.5))
-    if op_id == SOLARIZE:
-        return 255.0 * lev
     return lev

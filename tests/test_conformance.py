@@ -7,9 +7,22 @@ bin. One batch per (op, space, image size, channels) holds every integer
 magnitude 0..30 (and its negation for signed ops) on three real photos, so a
 mismatch in either `augpipe.ops.op_params` or a kernel shows up here.
 
-Measured agreement (CPU, torch 2.14.1 / torchvision 0.29.1): all 15 ops agree
-bit for bit in both spaces, on 32x32 and 37x29, RGB and grayscale, and at
-fractional magnitudes, so every comparison below is exact equality.
+What is exact: every op whose torchvision arithmetic does not depend on the
+CPU (Identity, the colour and histogram ops, Posterize, Solarize, Invert)
+agrees bit for bit, in both spaces, at every bin and at fractional
+magnitudes, on 32x32 and 37x29, RGB and grayscale: those comparisons are
+exact equality. The geometric ops (ShearX/Y, TranslateX/Y, Rotate) are not
+compared bit for bit: torchvision computes their sampling grid with a
+batched matmul whose float32 rounding depends on the CPU's BLAS kernel
+(AVX2 and AVX-512 machines disagree with each other), and nearest-neighbour
+sampling turns a last-bit difference into a whole-pixel one. augpipe samples
+on a grid of its own that is the same on every CPU (torch_kernels.
+affine_grid), so against torchvision they agree up to GEOMETRIC_BOUND below:
+the share of pixel positions that may differ, per op and batch. Measured on
+an AMD EPYC (AVX2) host: ShearX/Y 0.05-0.06 % of positions (standard space),
+0 elsewhere; emulating the other plausible float32 roundings of the matmul
+(sequential, MKL AVX-512's fma order, an fma chain) gave at most 0.04 %
+(shears), 0.0003 % (Rotate) and 0 (translations).
 """
 from __future__ import annotations
 
@@ -23,7 +36,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from augpipe.backends.torch_ops import apply_op, apply_ops
+from augpipe.exec_torch import apply_op, apply_ops
 from augpipe.ops import MAX_MAGNITUDE, NUM_BINS, OPS, STANDARD, WIDE, op_params
 
 DEVICES = [
@@ -70,6 +83,9 @@ def edge_images(size: tuple[int, int], channels: int) -> tuple[torch.Tensor, ...
 
 
 IMAGE_SETS = {"photos": photos, "edge": edge_images}
+# Share of pixel positions allowed to differ from torchvision, per geometric op (see the module docstring).
+GEOMETRIC_BOUND = {"ShearX": 0.0025, "ShearY": 0.0025, "TranslateX": 0.0005, "TranslateY": 0.0005,
+                   "Rotate": 0.0005}
 
 
 def reference_augmenter(name: str, space: int) -> v2.Transform:
@@ -100,6 +116,16 @@ def assert_same(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
                             f"max |diff| {int(diff.max())}")
 
 
+def assert_matches_torchvision(got: torch.Tensor, want: torch.Tensor, name: str, what: str) -> None:
+    """Exact, or for a geometric op: at most GEOMETRIC_BOUND[name] of the pixel positions differ."""
+    if name not in GEOMETRIC_BOUND:
+        return assert_same(got, want, what)
+    assert got.dtype == want.dtype and got.shape == want.shape, what
+    moved = (got != want).any(dim=-3)
+    share = float(moved.float().mean())
+    assert share <= GEOMETRIC_BOUND[name], f"{what}: {share:.4%} of pixel positions differ (bound {GEOMETRIC_BOUND[name]:.2%})"
+
+
 @functools.cache
 def table_case(op_id: int, space: int, size, channels: int, device: str, images: str = "photos"):
     """(batch, signed magnitudes, torchvision's per-row results) for one op."""
@@ -120,11 +146,12 @@ def table_case(op_id: int, space: int, size, channels: int, device: str, images:
 @pytest.mark.parametrize("space", SPACES.values(), ids=SPACES.keys())
 @pytest.mark.parametrize("op_id", OP_IDS, ids=OP_NAMES)
 def test_every_bin_matches_torchvision(op_id, space, images, device):
-    # Measured: exact for all 15 ops (0 differing values), so no tolerance.
+    # Exact for every non-geometric op; geometric ones within GEOMETRIC_BOUND.
     for size, channels in VARIANTS:
         batch, mags, want = table_case(op_id, space, size, channels, device, images)
         got = apply_op(batch, op_id, op_params(op_id, mags, space, *size))
-        assert_same(got.cpu(), want.cpu(), f"{OPS[op_id].name} {images} {size} C={channels}")
+        assert_matches_torchvision(got.cpu(), want.cpu(), OPS[op_id].name,
+                                   f"{OPS[op_id].name} {images} {size} C={channels}")
 
 
 def functional_reference(image: torch.Tensor, name: str, p: float) -> torch.Tensor:
@@ -154,7 +181,7 @@ def functional_reference(image: torch.Tensor, name: str, p: float) -> torch.Tens
 def test_fractional_magnitudes_match_functional(op_id, device):
     # Planned magnitudes are fractional (AutoAugment scaling, the magnitude
     # knob): the kernels must match torchvision at any parameter, not just the
-    # 31 bins. Measured: exact.
+    # 31 bins (exact, or within GEOMETRIC_BOUND).
     rng = np.random.default_rng(op_id)
     for (height, width), channels in VARIANTS:
         images = torch.stack(photos((height, width), channels) * 8).to(device)
@@ -164,7 +191,8 @@ def test_fractional_magnitudes_match_functional(op_id, device):
             params = op_params(op_id, mags, space, height, width)
             got = apply_op(images, op_id, params)
             want = torch.stack([functional_reference(x, OPS[op_id].name, float(p)) for x, p in zip(images, params)])
-            assert_same(got.cpu(), want.cpu(), f"{OPS[op_id].name} {(height, width)} C={channels} space={space}")
+            assert_matches_torchvision(got.cpu(), want.cpu(), OPS[op_id].name,
+                                       f"{OPS[op_id].name} {(height, width)} C={channels} space={space}")
 
 
 # ------------------------------------------------------------ kernel contracts
@@ -256,8 +284,14 @@ def test_apply_ops_matches_torchvision_chain(space, device):
     ops, mags = mixed_plan(len(images), 2, seed=10 + space, integer=True)
     got = apply_ops(images, ops, mags, space)
     for i, image in enumerate(images):
+        # torchvision op by op; a geometric op's step is augpipe's own (bounded
+        # against torchvision above), so the composition is compared exactly
         for op_id, mag in zip(ops[i], mags[i]):
-            if op_id >= 0:
+            if op_id < 0:
+                continue
+            if OPS[op_id].name in GEOMETRIC_BOUND:
+                image = apply_op(image[None], op_id, op_params(op_id, mag, space, *size).reshape(1))[0]
+            else:
                 image = torchvision_op(image, OPS[op_id].name, space, int(abs(mag)), -1 if mag < 0 else 1)
         assert_same(got[i].cpu(), image.cpu(), f"sample {i}: ops {ops[i]} mags {mags[i]}")
 

@@ -113,7 +113,7 @@ def test_folder_each_op_within_tolerance(photo_folder, name):
 # ---------------------------------------------------------- knob and caps
 def test_knob_change_shows_after_the_prefetch_queue(fmnist):
     loader = ap.Loader(fmnist, batch_size=16, magnitude=9, backend="dali", num_workers=1, seed=0)
-    lag = loader._backend.lag
+    lag = loader.lag
     assert lag == 2  # prefetch_queue_depth defaults to prefetch_factor
     mags = []
     for k, b in enumerate(loader):

@@ -10,8 +10,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import augpipe as ap
-from augpipe.backends.torch import crop_windows
-from augpipe.backends.torch_ops import apply_ops
+from augpipe.build import crop_windows
+from augpipe.exec_torch import apply_ops
 from augpipe.data import FashionMNIST
 from augpipe.plan import make_plan
 
@@ -100,14 +100,15 @@ def test_knob_change_mid_epoch_reaches_persistent_workers(fmnist, kind):
     loader = ap.Loader(fmnist, batch_size=20, magnitude=9, num_workers=workers, prefetch_factor=prefetch,
                        backend_options={"workers": kind})
     lag = workers * prefetch
+    assert loader.lag == lag
     seen = []
     for step, b in enumerate(loader):
         seen.append(float(b.magnitude[0]))
         assert torch.all(b.magnitude == b.magnitude[0])
         if step == 5:
             loader.magnitude = 3.5
-    assert seen[:6] == [9.0] * 6
-    assert all(m == 3.5 for m in seen[6 + lag:]), seen
+    # resolved at dispatch: exactly the `lag` batches already dispatched keep the old value
+    assert seen[:6 + lag] == [9.0] * (6 + lag) and seen[6 + lag:] == [3.5] * (len(seen) - 6 - lag), seen
     second = [float(b.magnitude[0]) for b in loader]  # next epoch, same workers
     assert second == [3.5] * len(loader)
 

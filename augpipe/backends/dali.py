@@ -1,26 +1,27 @@
 """The DALI backend: DALI decodes, crops, resizes and flips exactly where the
 planner says; augpipe's batched torch kernels apply the policy's ops.
 
-    loader = augpipe.Loader(folder_or_arrays, backend="dali", device="cpu" | "cuda", ...)
+    loader = augpipe.Loader(folder_or_arrays_or_beton, backend="dali", device="cpu" | "cuda", ...)
 
 How a batch is made
 -------------------
 One DALI pipeline per Loader, built once. Its only input is a callable
 `fn.external_source(batch=True)` (`_Feed`). Each time DALI asks it for an
-iteration, it takes the Loader's next request (epoch, step, indices, scheduled
-magnitude), reads the live knob and the per-sample caps, runs `make_plan`,
-and feeds, per sample: the encoded file bytes (folders) or the HWC uint8
-image (arrays), the crop anchor and shape, the flip flag, and as pass-through
-outputs the dataset index, label, magnitude used, op ids, signed magnitudes
-and (epoch, step). The graph is
+iteration, it takes the Loader's next request (epoch, step, indices, magnitude resolved at that
+moment), reads the per-sample caps, plans, and feeds, per sample: the
+encoded file bytes (sources with `files`), the HWC uint8 image (in-memory
+sources: a gather; any other source, e.g. a .beton: `source.load(i)`), the
+crop anchor and shape, the flip flag, and as pass-through outputs the
+dataset index, label, magnitude used, op ids, signed magnitudes and (epoch,
+step). The graph is
 
-    folders: decoders.image_slice(bytes, anchor, shape)   # ROI decode; "mixed" (nvJPEG) on CUDA
-             -> resize(out size, linear, antialias) -> flip(horizontal=flag) -> transpose(CHW)
-    arrays:  slice(image, anchor, shape, pad with fill) [-> resize] -> flip -> transpose(CHW)
+    files:  decoders.image_slice(bytes, anchor, shape)   # ROI decode; "mixed" (nvJPEG) on CUDA
+            -> resize(out size, linear, antialias) -> flip(horizontal=flag) -> transpose(CHW)
+    arrays: slice(image, anchor, shape, pad with fill) [-> resize] -> flip -> transpose(CHW)
 
-and the batch it returns goes through `augpipe.backends.torch_ops.apply_ops`
-(bit-exact with torchvision; on the GPU when device="cuda", where DALI's
-output already lives). Every random decision is the planner's: the graph holds
+and the batch it returns goes through augpipe's executors (the numba kernels
+on CPU, `augpipe.exec_torch.apply_ops` on the GPU when device="cuda", where
+DALI's output already lives). Every random decision is the planner's: the graph holds
 no randomness, so the same (seed, epoch, index, knob, cap) gives the same
 sample as the torch backend, up to JPEG decoding and resampling (stated in
 tests/test_dali.py). The metadata travels through the graph with its images,
@@ -52,6 +53,10 @@ cache) costs ~20 us a file, and makes order, sharding (`Loader.indices`: shard
 Image sizes come from the file headers (PIL, no decoding), read once when the
 backend is built.
 
+Fork safety: every pipeline is registered with augpipe.forksafe, so a
+DataLoader worker forked later never finalizes it (DALI's Shutdown in a
+forked child waits for threads that do not exist there).
+
 Bad files
 ---------
 - A header PIL cannot read: at construction, `DecodeError(path, ...)`; with
@@ -77,48 +82,46 @@ import collections
 import math
 import os
 import re
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
 
 from ..batch import Batch
+from ..contract import BackendContext
 from ..data import DecodeError
-from ..plan import make_plan
-from ..policy import CROP_CENTER, CROP_FULL, CROP_PAD, CROP_RRC, Identity
-from .cpu_ops import apply_ops_cpu
-from .torch_ops import apply_ops
+from ..exec_cpu import apply_ops_cpu
+from ..exec_torch import apply_ops
+from ..forksafe import protect
+from ..policy import CROP_CENTER, CROP_FULL, CROP_PAD, CROP_RRC
 
 try:
     from nvidia.dali import fn, pipeline_def, types
 except ImportError as err:  # surfaced by Loader._make_backend with an install hint
     raise ImportError(f"nvidia-dali is not installed ({err})") from err
 
-if TYPE_CHECKING:
-    from ..loader import Loader
-
+OPTIONS = {"num_threads", "prefetch_queue_depth", "ops_threads"}
 _OUTPUTS = ("data", "anchor", "shape", "flip", "index", "label", "magnitude", "ops", "mags", "where")
 
 
-def image_sizes(paths, on_error: str = "raise") -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """(N, 2) int64 (height, width) of image files from their headers (no
-    decoding), and the (position, reason) of files whose header is unreadable
-    (rows left at 0; with on_error="raise" the first one raises DecodeError)."""
+def header_problems(source, on_error: str) -> list[tuple[int, str]]:
+    """(position, reason) of files whose header PIL cannot read (their
+    `source.sizes()` row is 0); with on_error="raise" the first raises DecodeError."""
     from PIL import Image
 
-    sizes = np.zeros((len(paths), 2), np.int64)
     bad = []
-    for i, path in enumerate(paths):
+    for i in np.flatnonzero((source.sizes() == 0).any(axis=1)):
+        path = source.path(int(i))
         try:
-            with Image.open(path) as im:
-                w, h = im.size
-            sizes[i] = h, w
+            with Image.open(path):
+                pass
+            reason = "cannot read the image size from its header"
         except Exception as err:  # PIL raises UnidentifiedImageError, OSError, SyntaxError...
             reason = f"cannot read the image header ({type(err).__name__}: {err})"
-            if on_error == "raise":
-                raise DecodeError(path, reason) from None
-            bad.append((i, reason))
-    return sizes, bad
+        if on_error == "raise":
+            raise DecodeError(path, reason)
+        bad.append((int(i), reason))
+    return bad
 
 
 class _Feed:
@@ -134,7 +137,7 @@ class _Feed:
         (never StopIteration): DALI's queue stays full across epoch ends."""
         def stream(epoch, step):
             while True:
-                yield from self.b.loader.requests(epoch, step)
+                yield from self.b.ctx.requests(epoch, step)
                 epoch, step = epoch + 1, 0
 
         self.requests = stream(epoch, step)
@@ -142,23 +145,24 @@ class _Feed:
 
     def __call__(self):
         b = self.b
-        loader = b.loader
+        ctx = b.ctx
         while True:
-            epoch, step, indices, scheduled = next(self.requests)
+            epoch, step, indices, knob = next(self.requests)
             if b.bad:
                 indices = indices[~np.isin(indices, list(b.bad))]
             if len(indices):
                 break
             self.in_flight.append(((epoch, step), indices))  # an all-skipped batch yields nothing
-        knob = scheduled if not math.isnan(scheduled) else loader.knob.value
-        if b.arrays:
+        if b.mode == "arrays":
             h, w = b.hwc.shape[1:3]
-            plan = make_plan(loader.seed, epoch, indices, h, w, knob, loader.knob.caps, loader.crop, b.policy)
+            plan = ctx.plan(epoch, indices, h, w, knob)
             data = b.hwc[indices]
-        else:
-            plan = make_plan(loader.seed, epoch, indices, b.sizes[indices, 0], b.sizes[indices, 1], knob,
-                             loader.knob.caps, loader.crop, b.policy)
+        elif b.mode == "files":
+            plan = ctx.plan(epoch, indices, b.sizes[indices, 0], b.sizes[indices, 1], knob)
             data = [np.fromfile(b.paths[i], dtype=np.uint8) for i in indices]
+        else:  # decoded one by one by the source (a .beton, or any other source)
+            data = [np.ascontiguousarray(ctx.source.load(int(i)).permute(1, 2, 0).numpy()) for i in indices]
+            plan = ctx.plan(epoch, indices, [d.shape[0] for d in data], [d.shape[1] for d in data], knob)
         self.in_flight.append(((epoch, step), indices))
         n = len(indices)
         where = np.empty((n, 2), np.int64)
@@ -168,7 +172,7 @@ class _Feed:
                 np.ascontiguousarray(plan.box[:, [3, 2]], dtype=np.float32),  # shape (w, h)
                 plan.flip.astype(np.int32),
                 indices.astype(np.int64),
-                b.labels[indices],
+                np.ascontiguousarray(b.labels[indices]),
                 plan.magnitude.astype(np.float32),
                 np.ascontiguousarray(plan.ops, dtype=np.int32),
                 np.ascontiguousarray(plan.mags, dtype=np.float32),
@@ -176,42 +180,40 @@ class _Feed:
 
 
 class DaliBackend:
-    """Builds batches for a Loader with a DALI pipeline + augpipe's torch ops."""
+    """Builds batches with a DALI pipeline + augpipe's executors."""
 
-    def __init__(self, loader: "Loader"):
-        self.loader = loader
-        opts = loader.backend_options
-        self.gpu = loader.device.type == "cuda"
-        self.device_id = (loader.device.index if loader.device.index is not None else torch.cuda.current_device()) \
+    def __init__(self, ctx: BackendContext):
+        opts = ctx.options
+        unknown = set(opts) - OPTIONS
+        if unknown:
+            raise ValueError(f"unknown DALI backend options {sorted(unknown)}; known: {sorted(OPTIONS)}")
+        self.ctx = ctx
+        self.gpu = ctx.device.type == "cuda"
+        self.device_id = (ctx.device.index if ctx.device.index is not None else torch.cuda.current_device()) \
             if self.gpu else None
-        self.policy = (loader.policy if loader.train else Identity()).lower()
-        self.space = self.policy.space
-        self.num_threads = int(opts.get("num_threads", max(1, loader.num_workers)))
-        self.depth = int(opts.get("prefetch_queue_depth", max(1, loader.prefetch_factor)))
+        self.policy = ctx.policy
+        self.num_threads = int(opts.get("num_threads", max(1, ctx.num_workers)))
+        self.depth = int(opts.get("prefetch_queue_depth", max(1, ctx.prefetch_factor)))
         # DALI's threads and a second thread pool on the same cores spin against
         # each other (measured 2 cores with torch's pool: 98 img/s with both at 2, 493 at 1)
         self.ops_threads = int(opts.get("ops_threads", max(1, (os.cpu_count() or 1) - self.num_threads)))
-        src = loader.dataset
+        src = ctx.source
         self.labels = np.ascontiguousarray(src.labels, dtype=np.int64)
-        self.arrays = src.fixed_shape is not None
         self.bad: set[int] = set()
-        if self.arrays:
+        if src.in_memory:
+            self.mode = "arrays"
             # HWC, the layout DALI's image ops expect; one copy at build time
             self.hwc = np.ascontiguousarray(src.images.permute(0, 2, 3, 1).numpy())
-            self.channels = self.hwc.shape[3]
-        else:
-            self.paths = [src.describe(i) for i in range(len(src))]
-            self.sizes, bad = image_sizes(self.paths, loader.on_error)
-            for i, reason in bad:
+        elif src.files:
+            self.mode = "files"
+            self.paths = [src.path(i) for i in range(len(src))]
+            self.sizes = src.sizes()
+            for i, reason in header_problems(src, ctx.on_error):
                 self.bad.add(i)
-                loader.errors.append((self.paths[i], reason))
-            self.channels = 3
-        # Compile the planner now, not inside DALI's first prefetch.
-        make_plan(0, 0, np.zeros(1, np.int64), 8, 8, 0.0, None, loader.crop, self.policy)
-        mean = torch.tensor(loader.mean, dtype=torch.float32).view(1, -1, 1, 1)
-        std = torch.tensor(loader.std, dtype=torch.float32).view(1, -1, 1, 1)
-        self._scale = (1.0 / (255.0 * std)).to(loader.device)
-        self._shift = (-mean / std).to(loader.device)
+                ctx.errors.append((self.paths[i], reason))
+        else:
+            self.mode = "decoded"
+        ctx.warm_up()  # compile the planner and kernels now, not inside DALI's first prefetch
         self._feed = _Feed(self)
         self._pipe = None
         self._next: tuple[int, int] | None = None  # (epoch, step) the running pipeline hands out next
@@ -224,24 +226,25 @@ class DaliBackend:
 
     # ---------------------------------------------------------- the graph
     def _build(self):
-        loader, crop = self.loader, self.loader.crop
+        ctx, crop = self.ctx, self.ctx.crop
         out_h, out_w = crop.size
         fill = float(crop.fill)
         gpu = self.gpu
-        if not self.arrays or crop.mode in (CROP_RRC, CROP_CENTER):
+        files = self.mode == "files"
+        if crop.mode in (CROP_RRC, CROP_CENTER):
             resize = True
         elif crop.mode == CROP_FULL:
-            resize = tuple(self.hwc.shape[1:3]) != (out_h, out_w)
+            resize = self.mode != "arrays" or tuple(self.hwc.shape[1:3]) != (out_h, out_w)
         else:  # CROP_PAD: windows of the output size
             resize = False
-        bytes_hint = 3 * out_h * out_w
+        bytes_hint = ctx.channels * out_h * out_w
 
-        @pipeline_def(batch_size=loader.batch_size, num_threads=self.num_threads, device_id=self.device_id,
+        @pipeline_def(batch_size=ctx.batch_size, num_threads=self.num_threads, device_id=self.device_id,
                       prefetch_queue_depth=self.depth, exec_async=True, exec_pipelined=True)
         def graph():
             data, anchor, shape, flip, index, label, magnitude, ops, mags, where = fn.external_source(
                 source=self._feed, num_outputs=len(_OUTPUTS), batch=True, parallel=False)
-            if self.arrays:
+            if not files:
                 images = data.gpu() if gpu else data
                 images = fn.slice(images, anchor, shape, axis_names="WH", normalized_anchor=False,
                                   normalized_shape=False, out_of_bounds_policy="pad", fill_values=fill)
@@ -261,7 +264,7 @@ class DaliBackend:
             images = fn.transpose(images, perm=[2, 0, 1])
             return images, index, label, magnitude, ops, mags, where
 
-        pipe = graph()
+        pipe = protect(graph())
         pipe.build()
         return pipe
 
@@ -272,7 +275,7 @@ class DaliBackend:
         no queue drain and refill at each epoch end); it is rebuilt only when
         the caller jumps elsewhere (set_epoch mid-epoch, load_state_dict, an
         abandoned iteration) or after a skipped bad file."""
-        total = len(self.loader)
+        total = self.ctx.num_batches
         step = start
         while step < total:
             if self._pipe is None or self._next != (epoch, step):
@@ -305,14 +308,14 @@ class DaliBackend:
                 self._on_error(err)  # raises, or marks the bad file(s) and we rebuild from `step`
 
     def _on_error(self, err: RuntimeError) -> None:
-        if self.arrays:
+        if self.mode != "files":
             raise err
         message = _dali_message(str(err))
         candidates = [int(i) for _, idx in self._feed.in_flight for i in idx]
         found, why = [], {}
         for i in candidates:
             try:
-                self.loader.dataset.load(i)
+                self.ctx.source.load(i)
             except DecodeError as bad:
                 found.append(i)
                 why[i] = bad.reason
@@ -320,33 +323,30 @@ class DaliBackend:
             files = ", ".join(self.paths[i] for i in candidates[:8])
             raise DecodeError(f"one of {len(candidates)} files in flight ({files}{', ...' if len(candidates) > 8 else ''})",
                               f"DALI {message}") from err
-        if self.loader.on_error == "raise":
+        if self.ctx.on_error == "raise":
             i = found[0]
             raise DecodeError(self.paths[i], f"DALI {message} (torchvision: {why[i]})") from None
         for i in found:
             self.bad.add(i)
-            self.loader.errors.append((self.paths[i], f"DALI {message} (torchvision: {why[i]})"))
+            self.ctx.errors.append((self.paths[i], f"DALI {message} (torchvision: {why[i]})"))
 
     def _finish(self, outputs) -> Batch:
         images_tl, *meta = outputs
-        device = self.loader.device
+        ctx = self.ctx
         if self.gpu:
             from nvidia.dali.plugin.pytorch import feed_ndarray
 
             t = images_tl.as_tensor()
-            images = torch.empty(t.shape(), dtype=torch.uint8, device=device)
-            feed_ndarray(t, images, cuda_stream=torch.cuda.current_stream(device))
+            images = torch.empty(t.shape(), dtype=torch.uint8, device=ctx.device)
+            feed_ndarray(t, images, cuda_stream=torch.cuda.current_stream(ctx.device))
         else:
             images = torch.from_numpy(np.array(images_tl.as_tensor()))
         index, label, magnitude, ops, mags, where = (np.array(m.as_tensor()) for m in meta)
         if self.gpu:
-            images = apply_ops(images, ops, mags, self.space)
+            images = apply_ops(images, ops, mags, self.policy.space)
         else:  # the fused numba kernels, on numba's threads while DALI's work on the next batch
-            images = apply_ops_cpu(images, ops, mags, self.space, parallel=True, threads=self.ops_threads)
-        if self.loader.output == "float":
-            images = images.float().mul_(self._scale).add_(self._shift)
-        return Batch(images, torch.from_numpy(label).to(device), torch.from_numpy(index).to(device),
-                     torch.from_numpy(magnitude).to(device), int(where[0, 0]), int(where[0, 1]))
+            images = apply_ops_cpu(images, ops, mags, self.policy.space, parallel=True, threads=self.ops_threads)
+        return ctx.finish(images, label, index, magnitude, ops, mags, int(where[0, 0]), int(where[0, 1]))
 
     def close(self) -> None:
         """Drop the pipeline (its threads and buffers); the next iteration builds a new one."""
@@ -365,5 +365,5 @@ def _dali_message(text: str) -> str:
     return f"{op.group(1)}: {reason}" if op else reason
 
 
-def make_backend(loader: "Loader") -> DaliBackend:
-    return DaliBackend(loader)
+def make_backend(ctx: BackendContext) -> DaliBackend:
+    return DaliBackend(ctx)

@@ -11,18 +11,29 @@ decode; DCT-scaled when the box is >= 2x the output), resizes (torch's
 antialiased bilinear, bit-exact) and flips, applies the planned ops
 (`kernels.ops.apply_sample_ops`) and writes CHW into FFCV's output buffer.
 
-Live values: the knob, the per-sample caps, the epoch and a per-step
-schedule are read through their addresses (kernels.live) on every batch, so
-in-place changes reach already compiled code without recompiling. Lag: FFCV
-builds `batches_ahead` batches ahead, so `loader.magnitude = m` shows up at
-most `batches_ahead + 1` batches later; caps are keyed by dataset index and
-`set_magnitude(schedule)` is exact per step (no lag).
+Grey sources stay grey: the .beton stores them as RGB (R = G = B), and the
+stage keeps one channel after the resize, so the ops run on 1-channel images
+exactly as the other backends run them, and batches are (N, 1, H, W).
+
+Live values: each batch's magnitude is resolved when FFCV's thread starts
+building it (`BackendContext.requests` semantics: the schedule's value, else
+the live knob; a schedule that reads live state is evaluated there, per
+batch, as on the other backends) and written to an array the compiled code
+reads by address (kernels.live); the per-sample caps and the epoch are read
+the same way. So in-place changes reach compiled code without recompiling.
+Lag: FFCV builds up to `batches_ahead` batches ahead, so a change shows up
+at most `batches_ahead + 1` batches later.
+
+Memory: the stage's scratch (decoded box, resize buffers, the image and its
+ops partner) is one set per thread for the batch being built, not one per
+sample per batch in flight as FFCV's own decoders reserve.
 
 Options (`Loader(..., backend="ffcv", backend_options={...})`):
     cache: .beton path for a non-.beton source (converted on first use;
         default ~/.cache/augpipe/ffcv/<content key>.beton).
     image_format, max_resolution, jpeg_quality: conversion settings
-        (default "jpg", None, 90).
+        (default "raw" for in-memory sources, so pixels equal the other
+        backends', "jpg" otherwise; None; 90).
     order: None (default: the Loader's own order -- same batches as the
         torch backend, sharded by global rank, exact resume) or FFCV's
         "random" | "quasi_random" | "sequential" (FFCV's sharding with
@@ -40,7 +51,8 @@ import json
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+import threading
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -48,6 +60,7 @@ import torch
 from ffcv.fields.basics import IntDecoder
 from ffcv.fields.rgb_image import SimpleRGBImageDecoder
 from ffcv.loader import Loader as FfcvLoader
+from ffcv.loader.epoch_iterator import EpochIterator
 from ffcv.loader import OrderOption
 from ffcv.pipeline.allocation_query import AllocationQuery
 from ffcv.pipeline.compiler import Compiler
@@ -58,41 +71,49 @@ from ffcv.traversal_order.base import TraversalOrder
 
 from ..batch import Batch
 from ..beton import BetonSource
+from ..contract import BackendContext
 from ..kernels.decode import dct_denominator, scale_box, scaled_size
 from ..kernels.jpeg import ERRORS, decode_box
 from ..kernels.live import address, live_f32, live_f64, live_i8, live_i64
-from ..kernels.ops import apply_sample_ops
 from ..kernels.resize import resize_box, resize_box_rgbx, resize_scratch_rgbx
-from ..ops import MAX_MAGNITUDE, SIGNED, check_magnitude, param_tables
+from ..opgen import compiled
+from ..ops import MAX_MAGNITUDE, SIGNED, param_tables
 from ..plan import plan_sample
-from ..policy import Identity
-
-if TYPE_CHECKING:
-    from ..loader import Loader
 
 _JPG = 0
-_EPOCH, _COUNTER, _START = 0, 1, 2
+_EPOCH, _COUNTER = 0, 1
+OPTIONS = {"cache", "image_format", "max_resolution", "jpeg_quality", "order", "os_cache", "batches_ahead",
+           "dct_scale", "copy"}
 DEFAULT_CACHE = Path(os.environ.get("AUGPIPE_CACHE", Path.home() / ".cache" / "augpipe")) / "ffcv"
+
+
+def _words(n: int) -> int:
+    """n rounded up to a multiple of 8 bytes (the resize views its scratch as uint32)."""
+    return -(-max(1, n) // 8) * 8
 
 
 class LiveState:
     """The arrays compiled code reads by address; owned by the backend.
 
-    state: int64 [epoch, batches built this iteration, start step, 0]
-    sched: float64 per-step magnitudes of the epoch (-1: use the knob)
+    state: int64 [epoch, batches built this iteration]
+    knob: float64 [magnitude of the batch being built], set per batch by
+        the pipeline thread just before the compiled stage runs.
     ring_*: ops / signed magnitudes / magnitude used, per batch built,
         in a ring of `slots` batches (batch j of an iteration is slot j % slots).
     error: int64 [dataset index, code] of the first sample that failed to decode (-1: none).
+    threads, per_thread: the stage's parallelism and each thread's scratch bytes
+        (allocated per batch by each thread: one set per thread, never per sample).
     """
 
-    def __init__(self, steps: int, slots: int, batch: int, num_ops: int):
-        self.state = np.zeros(4, np.int64)
-        self.sched = np.full(max(1, steps), -1.0, np.float64)
+    def __init__(self, slots: int, batch: int, num_ops: int, threads: int, per_thread: int):
+        self.state = np.zeros(2, np.int64)
+        self.knob = np.zeros(1, np.float64)
         self.slots, self.batch, self.num_ops = slots, batch, num_ops
         self.ring_ops = np.full((slots, batch, num_ops), -1, np.int8)
         self.ring_mags = np.zeros((slots, batch, num_ops), np.float32)
         self.ring_used = np.zeros((slots, batch), np.float32)
         self.error = np.full(2, -1, np.int64)
+        self.threads, self.per_thread = threads, per_thread
 
 
 class PlanDecoder(SimpleRGBImageDecoder):
@@ -113,22 +134,15 @@ class PlanDecoder(SimpleRGBImageDecoder):
 
     def declare_state_and_memory(self, previous_state: State):
         out_h, out_w = self.b.size
-        max_h = int(self.metadata["height"].max())
-        max_w = int(self.metadata["width"].max())
-        shape, dtype = (3, out_h, out_w), np.dtype("<u1")  # CHW: no ToTorchImage permute afterwards
+        k = max(1, self.b.policy.num_ops)
+        shape, dtype = (self.b.channels, out_h, out_w), np.dtype("<u1")  # CHW: no ToTorchImage permute
         # Scratch per thread, not per sample: FFCV's own decoders reserve a
         # largest-image buffer for every sample of every batch in flight, which
-        # is most of their peak memory. FFCV only allocates per sample, so each
-        # per-thread buffer is spread over the batch's rows and reshaped back.
-        threads, bsz = self.b.threads, self.b.loader.batch_size
-        def words(n):  # multiples of 8 bytes: the resize views its scratch as uint32
-            return -(-max(1, n) // 8) * 8
-
-        self.sizes = (words(max_h * max_w * 4),  # decoded box (RGBX): at most the largest image
-                      words(max(resize_scratch_rgbx(max_h, max_w, out_h, out_w), max_h * out_w * 3)),  # resize
-                      2 * words(out_h * out_w * 3))  # the image and its ops ping-pong partner
-        per_sample = -(-threads * sum(self.sizes) // bsz)
-        k = max(1, self.b.policy.num_ops)
+        # is most of their peak memory. FFCV only allocates per sample, so the
+        # threads' buffers are spread over the batch's rows and reshaped back
+        # (every batch FFCV builds is full: see _Ffcv.__iter__).
+        live = self.b.live
+        per_sample = -(-live.threads * live.per_thread // live.batch)
         return (replace(previous_state, jit_mode=True, shape=shape, dtype=dtype),
                 (AllocationQuery(shape, dtype),
                  AllocationQuery((per_sample,), dtype),  # the threads' scratch
@@ -152,51 +166,50 @@ class PlanDecoder(SimpleRGBImageDecoder):
         dct_denominator_c = _fresh(dct_denominator)
         scaled_size_c = _fresh(scaled_size)
         scale_box_c = _fresh(scale_box)
-        apply_ops_c = _fresh(apply_sample_ops)
+        apply_ops_c = _fresh(compiled().apply_sample_ops)
         seed = np.uint64(b.seed)
         crop = b.crop_params
         pol = b.policy
         kind, pool, num_ops, draw = np.int64(pol.kind), pol.pool, np.int64(pol.num_ops), pol.draw_magnitude
         sub_ops, sub_probs, sub_mags, signed = pol.sub_ops, pol.sub_probs, pol.sub_mags, SIGNED
         has_ops = pol.kind != 0
-        tables = param_tables(b.space, b.size[0], b.size[1])
+        tables = param_tables(pol.space, b.size[0], b.size[1]).copy()  # a writeable copy: see _fresh
         fill = np.uint8(b.fill)
+        grey = b.channels == 1
         max_denom = np.int64(8 if b.dct_scale else 1)
         fast_dct = np.int64(1)  # FFCV's decoders and BetonSource decode with the fast integer IDCT too
         out_h, out_w = np.int64(b.size[0]), np.int64(b.size[1])
-        knob_addr, caps_addr, n_caps = address(b.knob_value), address(b.caps), np.int64(len(b.caps))
-        state_addr, sched_addr, n_sched = address(live.state), address(live.sched), np.int64(len(live.sched))
+        knob_addr, caps_addr, n_caps = address(live.knob), address(b.caps), np.int64(len(b.caps))
+        state_addr = address(live.state)
         ops_addr, mags_addr, used_addr = address(live.ring_ops), address(live.ring_mags), address(live.ring_used)
         error_addr = address(live.error)
         slots, bsz, k_ops = np.int64(live.slots), np.int64(live.batch), np.int64(live.num_ops)
-        threads = np.int64(b.threads)
-        dec_n, tmp_n, img_pair = (np.int64(v) for v in self.sizes)
-        img_n = out_h * out_w * 3
+        threads, per_thread = np.int64(live.threads), np.int64(live.per_thread)
+        dec_n, tmp_n, img_n = (np.int64(v) for v in b.scratch_sizes)
+        rgb_n = out_h * out_w * 3
+        grey_n = out_h * out_w
         top_mag = MAX_MAGNITUDE
 
         def decode(batch_indices, my_storage, metadata, storage_state):
             destination, scratch, boxes, plan_ops, plan_mags, plan_out = my_storage
-            state = live_i64(state_addr, 4)
+            state = live_i64(state_addr, 2)
             epoch = state[0]
             built = state[1]
             state[1] = built + 1
-            step = state[2] + built
             knob = live_f64(knob_addr, 1)[0]
-            sched = live_f64(sched_addr, n_sched)
-            if 0 <= step < n_sched and sched[step] >= 0.0:  # no NaN tests: FFCV compiles with fastmath
-                knob = sched[step]
             caps = live_f32(caps_addr, n_caps)
             slot = built % slots
             n = len(batch_indices)
-            # One chunk per thread (round robin over the batch): each thread owns
-            # one set of scratch buffers.
+            # One chunk per thread (round robin over the batch), each with its own
+            # scratch. (Scratch allocated inside this function was typed read-only
+            # in the second pipeline of a process, numba 0.68 under FFCV's
+            # compiler; FFCV's own allocation is not.)
             for t in my_range(threads):
-                mine = scratch.reshape(-1)[t * (dec_n + tmp_n + img_pair):]
+                mine = scratch.reshape(-1)[t * per_thread:(t + 1) * per_thread]
                 dec_buf = mine[:dec_n]
                 tmp = mine[dec_n:dec_n + tmp_n]
-                image = mine[dec_n + tmp_n:dec_n + tmp_n + img_n].reshape((out_h, out_w, 3))
-                half = dec_n + tmp_n + img_pair // 2
-                other = mine[half:half + img_n].reshape((out_h, out_w, 3))
+                image = mine[dec_n + tmp_n:dec_n + tmp_n + rgb_n].reshape((out_h, out_w, 3))
+                pair = mine[dec_n + tmp_n + img_n:]
                 for i in range(t, n, threads):
                     idx = batch_indices[i]
                     box = boxes[i, :4]
@@ -235,13 +248,25 @@ class PlanDecoder(SimpleRGBImageDecoder):
                         dec_buf[:nbytes] = data[:nbytes]
                         src = dec_buf[:nbytes].reshape((height, width, 3))
                         resize_box_c(src, top, left, h, w, flip, fill, image, tmp)
-                    if has_ops:
-                        apply_ops_c(image, plan_ops[i], plan_mags[i], tables, other)
                     out = destination[i]
-                    for c in range(3):
+                    if grey:  # stored as R = G = B: keep one channel, run the ops on it
+                        g = pair[:grey_n].reshape((out_h, out_w, 1))
                         for y in range(out_h):
                             for x in range(out_w):
-                                out[c, y, x] = image[y, x, c]
+                                g[y, x, 0] = image[y, x, 0]
+                        if has_ops:
+                            apply_ops_c(g, plan_ops[i], plan_mags[i], tables,
+                                        pair[grey_n:2 * grey_n].reshape((out_h, out_w, 1)))
+                        for y in range(out_h):
+                            for x in range(out_w):
+                                out[0, y, x] = g[y, x, 0]
+                    else:
+                        if has_ops:
+                            apply_ops_c(image, plan_ops[i], plan_mags[i], tables, pair[:rgb_n].reshape((out_h, out_w, 3)))
+                        for c in range(3):
+                            for y in range(out_h):
+                                for x in range(out_w):
+                                    out[c, y, x] = image[y, x, c]
             # Copy the plan into the ring outside the parallel loop: numba's parfor
             # pass drops stores to address-made views inside prange (measured).
             ring_ops = live_i8(ops_addr, slots * bsz * k_ops).reshape((slots * bsz, k_ops))
@@ -266,6 +291,15 @@ class PlanDecoder(SimpleRGBImageDecoder):
         return decode
 
 
+# Dispatchers made by _fresh live until the interpreter exits: numba's
+# finalizer of such a dispatcher, run when an FFCV loader is garbage
+# collected, fails on its own overload table ("Exception ignored in:
+# <finalize ...> KeyError: (Array(uint8, ...", numba 0.68) and prints a
+# traceback per compiled function. At exit numba skips its finalizers. The
+# cost is the compiled code of loaders already dropped (a few MB each).
+_KEEP: list = []
+
+
 def _fresh(dispatcher):
     """A new numba dispatcher for a module-level njit function (plain
     function under NUMBA_DISABLE_JIT)."""
@@ -275,7 +309,9 @@ def _fresh(dispatcher):
     if py is None:
         return dispatcher
     options = {k: v for k, v in dispatcher.targetoptions.items() if k in ("nogil", "parallel", "fastmath", "boundscheck")}
-    return njit(**options)(py)
+    fresh = njit(**options)(py)
+    _KEEP.append(fresh)
+    return fresh
 
 
 class _PlanOrder(TraversalOrder):
@@ -292,74 +328,112 @@ class _PlanOrder(TraversalOrder):
 
 
 def source_key(source, options: dict) -> str:
-    """A content key for a source + conversion options (names the cache file)."""
+    """A content key for a source + conversion options (names the cache file).
+    Image files also contribute their modification times, so an edited file
+    gets a new conversion."""
     h = hashlib.sha1(json.dumps(options, sort_keys=True).encode())
-    h.update(type(source).__name__.encode())
-    if hasattr(source, "_paths"):  # FolderSource: paths, sizes, mtimes
-        for p in source._paths:
-            st = os.stat(str(p))
-            h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    elif hasattr(source, "images"):
-        images = source.images.contiguous().numpy()
-        h.update(str(images.shape).encode())
-        h.update(memoryview(np.ascontiguousarray(images)).cast("B"))
-    else:
-        h.update(repr([source.describe(i) for i in range(len(source))]).encode())
-    h.update(np.ascontiguousarray(source.labels).tobytes())
+    h.update(source.fingerprint().encode())
+    if source.files:
+        for i in range(len(source)):
+            h.update(str(os.stat(source.path(i)).st_mtime_ns).encode())
     return h.hexdigest()[:20]
 
 
 def ensure_beton(source, options: dict) -> Path:
-    """The .beton for `source`: itself, or a conversion cached under options["cache"]."""
-    if isinstance(source, BetonSource):
-        return source.path
+    """The .beton for `source`: its own, or a conversion cached under options["cache"]."""
+    if source.beton is not None:
+        return Path(source.beton)
     from ..convert import convert
 
-    conv = {"image_format": options.get("image_format", "jpg"), "max_resolution": options.get("max_resolution"),
-            "jpeg_quality": int(options.get("jpeg_quality", 90))}
+    default_format = "raw" if source.in_memory else "jpg"  # raw: the very pixels the other backends read
+    conv = {"image_format": options.get("image_format", default_format),
+            "max_resolution": options.get("max_resolution"), "jpeg_quality": int(options.get("jpeg_quality", 90))}
     key = source_key(source, conv)
     path = Path(options["cache"]) if options.get("cache") else DEFAULT_CACHE / f"{key}.beton"
     stamp = path.with_name(path.name + ".key")
     if path.exists() and stamp.exists() and stamp.read_text().strip() == key:
         return path
     result = convert(source, path, on_error="raise", **conv)
+    if result.written != len(source):
+        raise RuntimeError(f"converting to {path} wrote {result.written} of {len(source)} samples")
     stamp.write_text(key + "\n")
-    assert result.written == len(source)
     return path
+
+
+class _Pipeline(EpochIterator):
+    """FFCV's epoch thread, resolving each batch's magnitude as it starts the
+    batch (the same moment the other backends resolve it: dispatch)."""
+
+    def __init__(self, loader, order, backend: "FfcvBackend"):
+        self.backend = backend
+        super().__init__(loader, order)
+
+    def run_pipeline(self, b_ix, batch_indices, batch_slot, cuda_event):
+        b = self.backend
+        try:
+            b.live.knob[0] = b.ctx.knob.resolve(b.epoch, b.start + b_ix)
+        except BaseException as err:  # re-raised in the caller's thread by _batches
+            b.failure = err
+            raise
+        return super().run_pipeline(b_ix, batch_indices, batch_slot, cuda_event)
+
+
+class _Ffcv(FfcvLoader):
+    """FFCV's Loader with `_Pipeline` as its epoch iterator, and full batches
+    only (a short last batch is padded; `FfcvBackend.iterate` cuts it back)."""
+
+    def __iter__(self):
+        Compiler.set_num_threads(self.num_workers)
+        order = np.asarray(self.next_traversal_order())
+        selected = order[:len(self) * self.batch_size]
+        short = -len(selected) % self.batch_size
+        if short:
+            selected = np.concatenate([selected, np.resize(selected, short)])
+        self.augpipe_backend.real = len(selected) - short
+        self.next_epoch += 1
+        if self.code is None or self.recompile:
+            self.generate_code()
+        return _Pipeline(self, selected, self.augpipe_backend)
 
 
 class FfcvBackend:
     """Batches for an augpipe Loader from FFCV's compiled pipeline."""
 
-    def __init__(self, loader: "Loader"):
-        opts = dict(loader.backend_options)
-        unknown = set(opts) - {"cache", "image_format", "max_resolution", "jpeg_quality", "order", "os_cache",
-                               "batches_ahead", "dct_scale", "copy"}
+    def __init__(self, ctx: BackendContext):
+        opts = dict(ctx.options)
+        unknown = set(opts) - OPTIONS
         if unknown:
-            raise ValueError(f"unknown FFCV backend options {sorted(unknown)}")
-        self.loader = loader
-        self.path = ensure_beton(loader.dataset, opts)
-        beton = loader.dataset if isinstance(loader.dataset, BetonSource) else BetonSource(self.path)
-        if len(beton) != len(loader.dataset):
-            raise ValueError(f"{self.path} holds {len(beton)} samples, the source {len(loader.dataset)}")
+            raise ValueError(f"unknown FFCV backend options {sorted(unknown)}; known: {sorted(OPTIONS)}")
+        self.ctx = ctx
+        self.path = ensure_beton(ctx.source, opts)
+        beton = ctx.source if ctx.source.beton is not None else BetonSource(self.path)
+        if len(beton) != len(ctx.source):
+            raise ValueError(f"{self.path} holds {len(beton)} samples, the source {len(ctx.source)}")
         self.beton = beton
-        policy = (loader.policy if loader.train else Identity()).lower()
-        self.policy, self.space = policy, policy.space
-        self.seed, self.size, self.fill = loader.seed, loader.crop.size, loader.crop.fill
-        self.crop_params = loader.crop.params()
+        self.policy = ctx.policy
+        self.channels = ctx.channels
+        self.seed, self.size, self.fill = ctx.seed, ctx.crop.size, ctx.crop.fill
+        self.crop_params = ctx.crop.params()
         self.dct_scale = bool(opts.get("dct_scale", True))
         self.copy = bool(opts.get("copy", True))
         self.order_option = opts.get("order")
         if self.order_option not in (None, "random", "quasi_random", "sequential"):
             raise ValueError(f"order must be None, 'random', 'quasi_random' or 'sequential', got {self.order_option!r}")
-        batches_ahead = int(opts.get("batches_ahead", max(1, loader.prefetch_factor)))
-        self.batches_ahead = batches_ahead
-        self.knob_value = loader.knob._value.numpy()  # float64[1], shared, never rebound
-        self.caps = loader.knob.caps  # float32[N], shared, never rebound
-        self.live = LiveState(len(loader), batches_ahead + 4, loader.batch_size, policy.num_ops)
-        self.order = loader.indices(0)
-        self.threads = max(1, loader.num_workers)  # FFCV runs its stages on num_workers numba threads
-        device = loader.device
+        self.batches_ahead = int(opts.get("batches_ahead", max(1, ctx.prefetch_factor)))
+        self.caps = ctx.knob.caps  # float32[N], shared, never rebound
+        self.threads = max(1, ctx.num_workers)  # FFCV runs its stages on num_workers numba threads
+        out_h, out_w = self.size
+        max_h, max_w = int(beton.heights.max()), int(beton.widths.max())
+        self.scratch_sizes = (_words(max_h * max_w * 4),  # decoded box (RGBX): at most the largest image
+                              _words(max(resize_scratch_rgbx(max_h, max_w, out_h, out_w), max_h * out_w * 3)),
+                              _words(out_h * out_w * 3))  # the resized image
+        pair = 2 * _words(out_h * out_w * 3)  # ops ping-pong partner (or a grey image and its partner)
+        self.live = LiveState(self.batches_ahead + 4, ctx.batch_size, max(1, self.policy.num_ops), self.threads,
+                              sum(self.scratch_sizes) + pair)
+        self.epoch, self.start, self.order, self.real = 0, 0, ctx.order(0), 0
+        self.failure: BaseException | None = None
+        ctx.warm_up()
+        device = ctx.device
         image_ops = [PlanDecoder(self), ToTensor()]  # CHW already: no ToTorchImage
         if device.type == "cuda":
             image_ops.append(ToDevice(device, non_blocking=True))
@@ -367,65 +441,50 @@ class FfcvBackend:
         order = _PlanOrder(self) if self.order_option is None else {
             "random": OrderOption.RANDOM, "quasi_random": OrderOption.QUASI_RANDOM,
             "sequential": OrderOption.SEQUENTIAL}[self.order_option]
-        self._ffcv = FfcvLoader(
-            str(self.path), batch_size=loader.batch_size, num_workers=self.threads,
+        self._ffcv = _Ffcv(
+            str(self.path), batch_size=ctx.batch_size, num_workers=self.threads,
             os_cache=bool(opts.get("os_cache", True)), order=order,
-            distributed=self.order_option is not None and loader.world_size > 1, seed=loader.seed,
-            drop_last=loader.drop_last, batches_ahead=batches_ahead,
+            distributed=self.order_option is not None and ctx.world_size > 1, seed=ctx.seed,
+            drop_last=ctx.drop_last, batches_ahead=self.batches_ahead,
             pipelines={"image": image_ops, "label": [IntDecoder()] + tail, "index": [IntDecoder()] + tail},
         )
-        mean = torch.tensor(loader.mean, dtype=torch.float32).view(1, -1, 1, 1)
-        std = torch.tensor(loader.std, dtype=torch.float32).view(1, -1, 1, 1)
-        self._scale = (1.0 / (255.0 * std)).to(device)
-        self._shift = (-mean / std).to(device)
+        self._ffcv.augpipe_backend = self
         self._iterator = None
 
-    # ------------------------------------------------------------ iterate
-    def _fill_schedule(self, epoch: int) -> None:
-        knob = self.loader.knob
-        sched = self.live.sched
-        if knob.schedule is None:
-            sched[:] = -1.0
-            return
-        for step in range(len(sched)):
-            sched[step] = check_magnitude(knob.schedule(epoch, step), name=f"schedule({epoch}, {step})")
+    @property
+    def lag(self) -> int:
+        """A knob or cap change reaches batches built after it: at most this many later."""
+        return self.batches_ahead + 1
 
+    # ------------------------------------------------------------ iterate
     def iterate(self, epoch: int, start: int) -> Iterator[Batch]:
         self.close()
-        loader, live = self.loader, self.live
+        ctx, live = self.ctx, self.live
         own_order = self.order_option is None
-        skip = 0
         if own_order:
-            self.order = loader.indices(epoch)[start * loader.batch_size:]
-            live.state[_START] = start
+            self.order = ctx.order(epoch)[start * ctx.batch_size:]
+            self.start, skip = start, 0
         else:
-            skip, live.state[_START] = start, 0
-        self._fill_schedule(epoch)
-        schedule = loader.knob.schedule
+            self.start, skip = 0, start  # FFCV's own order: replay the epoch, drop the first batches
+        self.epoch = epoch
+        self.failure = None
         live.state[_EPOCH] = epoch
         live.state[_COUNTER] = 0
         self._ffcv.next_epoch = epoch
         self._iterator = it = iter(self._ffcv)
         try:
             for j, (images, labels, index) in enumerate(_batches(it, self)):
-                step = start + j if own_order else j
-                if not own_order and j < skip:
+                if j < skip:
                     continue
-                if loader.knob.schedule is not schedule:  # a new schedule mid-epoch: from the next batches on
-                    schedule = loader.knob.schedule
-                    self._fill_schedule(epoch)
-                loader.knob.scheduled(epoch, step)  # mirror the scheduled value into loader.magnitude
-                n = images.shape[0]
-                used = torch.from_numpy(live.ring_used[j % live.slots, :n].copy())
+                n = min(images.shape[0], self.real - j * ctx.batch_size)  # the padding of a last batch goes
+                images, labels, index = images[:n], labels[:n], index[:n]
+                slot = j % live.slots
                 if self.copy and images.device.type == "cpu":
                     # contiguous NCHW, like the torch backend (numpy copy: no torch thread pool)
                     images = torch.from_numpy(images.numpy().copy())
-                    labels, index = labels.clone(), index.clone()
-                if loader.output == "float":
-                    images = images.float().mul_(self._scale).add_(self._shift)
-                labels = labels.long().reshape(-1)
-                index = index.long().reshape(-1)
-                yield Batch(images, labels, index, used.to(images.device), epoch, step)
+                yield ctx.finish(images, labels.reshape(-1).long().clone(), index.reshape(-1).long().clone(),
+                                 live.ring_used[slot, :n].copy(), live.ring_ops[slot, :n].copy(),
+                                 live.ring_mags[slot, :n].copy(), epoch, self.start + j)
         finally:
             if self._iterator is it:
                 self.close()
@@ -440,9 +499,9 @@ class FfcvBackend:
 
 
 def _batches(it, backend: "FfcvBackend"):
-    """FFCV's EpochIterator, minus its hang: if its thread dies on an error
-    (the traceback is printed by the thread), FFCV's __next__ waits forever;
-    this raises instead (a DecodeError naming the sample for a bad JPEG)."""
+    """FFCV's EpochIterator, minus its hang: if its thread dies on an error,
+    FFCV's __next__ waits forever; this raises instead (a DecodeError naming
+    the sample for a bad JPEG, the schedule's own error for a bad schedule)."""
     from queue import Empty
 
     from ffcv.loader.epoch_iterator import IS_CUDA
@@ -453,6 +512,8 @@ def _batches(it, backend: "FfcvBackend"):
         except Empty:
             if not it.is_alive():
                 it.close()
+                if backend.failure is not None:
+                    raise backend.failure
                 index, code = (int(v) for v in backend.live.error)
                 if index >= 0:
                     backend.live.error[:] = -1
@@ -470,5 +531,5 @@ def _batches(it, backend: "FfcvBackend"):
         yield batch
 
 
-def make_backend(loader: "Loader") -> FfcvBackend:
-    return FfcvBackend(loader)
+def make_backend(ctx: BackendContext) -> FfcvBackend:
+    return FfcvBackend(ctx)

@@ -1,4 +1,4 @@
-"""Batched torch kernels for every op, bit-exact with torchvision.
+"""Batched torch kernels for every op (the torch executor's, CPU and CUDA).
 
 Each kernel takes uint8 images (N, C, H, W), C in {1, 3}, on any device, and
 one parameter per sample (a 1-D tensor, array or list of length N holding the
@@ -8,16 +8,19 @@ over samples: per-sample parameters are broadcast as (N, 1, 1, 1) tensors, and
 the geometric ops build one (N, 2, 3) affine matrix and sample once.
 
 The arithmetic copies torchvision.transforms.v2.functional step by step as
-RandAugment calls it (nearest interpolation, zero fill), so that results agree
-bit for bit: the same float32 operations in the same order, the same rounding.
+RandAugment calls it (nearest interpolation, zero fill): the same float32
+operations in the same order, the same rounding, so results equal
+torchvision's bit for bit for every op whose torchvision arithmetic does not
+depend on the CPU. The geometric ops sample on a grid of their own that does
+not depend on it either (`affine_sample`; bounds against torchvision in
+tests/test_conformance.py). This module knows nothing of the op table.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as nnf
 
-from ..ops import OPS, op_params
+from .kernels.ops import affine_thetas
 
 
 def _host(values) -> np.ndarray:
@@ -38,51 +41,62 @@ def _per_sample(values: np.ndarray, like: torch.Tensor, dtype=torch.float32) -> 
 
 # ------------------------------------------------------------------ geometry
 
-def _inverse_affine(angle, tx, ty, shear_x, shear_y, cx, cy) -> np.ndarray:
-    """torchvision's `_get_inverse_affine_matrix` (scale 1), vectorised.
+def affine_grid(theta: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sampling grid of one float32 theta (N, 6) per sample: (gx, gy),
+    float32 (N, H, W) each, in [-1, 1] units.
 
-    Same float64 expressions in the same order, so the (N, 6) result rounds to
-    the same float32 theta.
+    torchvision builds it with a batched matmul whose float32 rounding depends
+    on the CPU's BLAS kernel (AVX2 and AVX-512 differ in the last bit, and
+    nearest-neighbour sampling turns that into whole pixels). Here each
+    coordinate is float32((x * s0 + y * s1) + s2) with s = theta / [w/2, h/2]
+    in float32: both products are exact in float64 (a half-integer times a
+    float32), the sums round in float64, the result once to float32. The
+    numba kernels (augpipe.kernels.ops._grid_row) repeat these operations one
+    by one: the same bits on every CPU and on CUDA.
     """
-    rot, sx, sy = np.radians(angle), np.radians(shear_x), np.radians(shear_y)
-    cos_sy, tan_sx = np.cos(sy), np.tan(sx)
-    a = np.cos(rot - sy) / cos_sy
-    b = -(a * tan_sx + np.sin(rot))
-    c = np.sin(rot - sy) / cos_sy
-    d = np.cos(rot) - c * tan_sx
-    cx_tx, cy_ty = cx + tx, cy + ty
-    m2 = 0.0 + (cx - d * cx_tx - (-b) * cy_ty)
-    m5 = 0.0 + (cy - (-c) * cx_tx - a * cy_ty)
-    return np.stack([d, -b, m2, -c, a, m5], axis=-1)
-
-
-def _affine_grid(theta: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """torchvision's `_affine_grid` with one theta per sample: (N, 2, 3) -> (N, H, W, 2)."""
+    n = theta.shape[0]
     device = theta.device
-    base = torch.empty(1, h, w, 3, dtype=torch.float32, device=device)
-    base[..., 0].copy_(torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, steps=w, device=device))
-    base[..., 1].copy_(torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, steps=h, device=device).unsqueeze_(-1))
-    base[..., 2].fill_(1)
-    scaled = theta.transpose(1, 2) / torch.tensor([0.5 * w, 0.5 * h], dtype=torch.float32, device=device)
-    # bmm as torchvision does it (not an elementwise rewrite): the rounding of
-    # this 3-term dot product decides nearest-neighbour ties.
-    return base.view(1, h * w, 3).expand(theta.shape[0], -1, -1).bmm(scaled).view(-1, h, w, 2)
+    half = torch.tensor([0.5 * w] * 3 + [0.5 * h] * 3, dtype=torch.float32, device=device)
+    s = (theta.to(torch.float32) / half).double()  # (N, 6): s0x s1x s2x s0y s1y s2y
+    xs = torch.arange(w, dtype=torch.float64, device=device).sub_((w - 1) * 0.5).view(1, 1, w)
+    ys = torch.arange(h, dtype=torch.float64, device=device).sub_((h - 1) * 0.5).view(1, h, 1)
+    return tuple(((xs * s[:, k].view(n, 1, 1)) + (ys * s[:, k + 1].view(n, 1, 1))).add_(s[:, k + 2].view(n, 1, 1))
+                 .float() for k in (0, 3))
+
+
+def affine_sample(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour sampling with zero fill over `affine_grid(theta)`:
+    torchvision's `affine_image` (grid_sample mode="nearest",
+    padding_mode="zeros", align_corners=False), with the source index
+    ((g + 1) * size - 1) / 2 computed in float32 and rounded half to even
+    as grid_sample does, then an integer gather (no grid_sample, whose own
+    arithmetic may differ between CPUs)."""
+    n, c, h, w = images.shape
+    flat = torch.zeros((n, h, w), dtype=torch.int64, device=images.device)
+    inside = torch.ones((n, h, w), dtype=torch.bool, device=images.device)
+    for g, size, stride in zip(affine_grid(theta.to(images.device), h, w), (w, h), (1, w)):
+        f = g.add_(1.0).mul_(float(size)).sub_(1.0).div_(2.0).clamp_(-1.0, float(size)).round_()
+        inside &= (f >= 0) & (f < size)
+        flat += f.clamp_(0, size - 1).long() * stride
+    out = images.reshape(n, c, h * w).gather(2, flat.view(n, 1, h * w).expand(n, c, h * w)).view(n, c, h, w)
+    return out.mul_(inside.unsqueeze(1))
 
 
 def _affine(images: torch.Tensor, angle, tx=0.0, ty=0.0, shear_x=0.0, shear_y=0.0, center=False) -> torch.Tensor:
     """One batched `affine_image`; `center=True` is center=[0, 0] (the top-left
-    corner). Every argument may be per sample (length N) or a scalar."""
+    corner). Every argument may be per sample (length N) or a scalar. The
+    matrices come from the numba kernels' `inverse_affine` (libm, as
+    torchvision), so both executors sample with the same theta."""
     n, _, h, w = images.shape
     if n == 0:
         return images.clone()
     corner = np.broadcast_to(np.asarray(center, dtype=bool), (n,))
-    cx, cy = np.where(corner, -w * 0.5, 0.0), np.where(corner, -h * 0.5, 0.0)
-    per_sample = (np.broadcast_to(np.asarray(v, dtype=np.float64), (n,)) for v in (angle, tx, ty, shear_x, shear_y))
-    matrix = _inverse_affine(*per_sample, cx, cy)
-    theta = torch.as_tensor(matrix, dtype=torch.float32).view(n, 2, 3).to(images.device)
-    out = nnf.grid_sample(images.float(), _affine_grid(theta, h, w), mode="nearest",
-                          padding_mode="zeros", align_corners=False)
-    return out.round_().to(images.dtype)
+    cx = np.ascontiguousarray(np.where(corner, -w * 0.5, 0.0))
+    cy = np.ascontiguousarray(np.where(corner, -h * 0.5, 0.0))
+    per_sample = (np.ascontiguousarray(np.broadcast_to(np.asarray(v, dtype=np.float64), (n,)))
+                  for v in (angle, tx, ty, shear_x, shear_y))
+    theta = affine_thetas(*per_sample, cx, cy)
+    return affine_sample(images, torch.from_numpy(theta))
 
 
 def shear_x(images: torch.Tensor, degrees) -> torch.Tensor:
@@ -247,110 +261,3 @@ def invert(images: torch.Tensor, _params=None) -> torch.Tensor:
 def identity(images: torch.Tensor, _params=None) -> torch.Tensor:
     """A copy (every kernel returns a new tensor)."""
     return images.clone()
-
-
-_KERNELS = {
-    "Identity": identity, "ShearX": shear_x, "ShearY": shear_y, "TranslateX": translate_x,
-    "TranslateY": translate_y, "Rotate": rotate, "Brightness": brightness, "Color": color,
-    "Contrast": contrast, "Sharpness": sharpness, "Posterize": posterize, "Solarize": solarize,
-    "AutoContrast": autocontrast, "Equalize": equalize, "Invert": invert,
-}
-KERNELS = tuple(_KERNELS[op.name] for op in OPS)  # indexed by op id
-
-
-def apply_op(images: torch.Tensor, op_id: int, params) -> torch.Tensor:
-    """Apply op `op_id` (an index into augpipe.ops.OPS) with per-sample `params`.
-
-    Args:
-        images: uint8 (N, C, H, W), C in {1, 3}.
-        op_id: op id.
-        params: length-N parameters as `op_params` returns them (ignored by
-            parameterless ops).
-
-    Returns:
-        A new uint8 tensor of the same shape and device.
-    """
-    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"expected uint8 (N, 1|3, H, W) images, got {images.dtype} {tuple(images.shape)}")
-    return KERNELS[int(op_id)](images, params)
-
-
-_AFFINE = -2  # group key: every grid-sampled geometric op of a slot, sampled together
-_ID = {op.name: i for i, op in enumerate(OPS)}
-_AFFINE_ARGS = {  # op id -> which _affine argument its parameter is, and the centre it uses
-    _ID["ShearX"]: ("shear_x", True), _ID["ShearY"]: ("shear_y", True),
-    _ID["TranslateX"]: ("tx", False), _ID["TranslateY"]: ("ty", False), _ID["Rotate"]: ("angle", False),
-}
-
-
-def _mixed_affine(images: torch.Tensor, op_ids: np.ndarray, params: np.ndarray) -> torch.Tensor:
-    """Shears, translations and rotations of one slot as a single grid_sample:
-    each sample's matrix is computed exactly as its own op would compute it."""
-    n = len(op_ids)
-    args = {name: np.zeros(n) for name in ("angle", "tx", "ty", "shear_x", "shear_y")}
-    center = np.zeros(n, dtype=bool)
-    for op_id, (name, corner) in _AFFINE_ARGS.items():
-        sel = op_ids == op_id
-        args[name][sel] = -params[sel] if name == "angle" else params[sel]  # rotate() negates too
-        center[sel] = corner
-    return _affine(images, center=center, **args)
-
-
-def _group_keys(col: np.ndarray, params: np.ndarray) -> np.ndarray:
-    """Per-sample group: -1 skip, _AFFINE, or the op id (rotations by a
-    multiple of 90 degrees keep Rotate's own short cut)."""
-    keys = col.astype(np.int64)
-    keys[keys == _ID["Identity"]] = -1
-    affine = np.isin(keys, list(_AFFINE_ARGS))
-    right_angle = (keys == _ID["Rotate"]) & (np.mod(params, 90.0) == 0)
-    keys[affine & ~right_angle] = _AFFINE
-    return keys
-
-
-def apply_ops(images: torch.Tensor, ops, mags, space: int) -> torch.Tensor:
-    """Apply each sample's ops in order.
-
-    Per slot, samples are sorted by op so that every op runs on a contiguous
-    slice (no per-op gather/scatter), and all the geometric ops of the slot
-    share one grid_sample.
-
-    Args:
-        images: uint8 (N, C, H, W).
-        ops: int (N, K) op ids, -1 for no op; slot k is applied before k + 1.
-        mags: float (N, K) signed magnitudes on the 0..30 scale.
-        space: augpipe.ops.STANDARD or augpipe.ops.WIDE.
-
-    Returns:
-        A new uint8 tensor.
-    """
-    ops, mags = np.asarray(ops), np.asarray(mags)
-    if ops.ndim != 2 or ops.shape != mags.shape or ops.shape[0] != images.shape[0]:
-        raise ValueError(f"ops {ops.shape} and mags {mags.shape} must both be (N={images.shape[0]}, K)")
-    n, _, h, w = images.shape
-    out = images.clone()
-    for k in range(ops.shape[1]):
-        col = ops[:, k].astype(np.int64)
-        params = np.zeros(n)
-        for op_id in np.unique(col[col >= 0]):
-            sel = col == op_id
-            params[sel] = op_params(int(op_id), mags[sel, k], space, h, w)
-        keys = _group_keys(col, params)
-        if (keys == -1).all():
-            continue
-        order = np.argsort(keys, kind="stable")
-        keys, col, params = keys[order], col[order], params[order]
-        perm = torch.from_numpy(order).to(out.device)
-        work = out.index_select(0, perm)
-        bounds = np.flatnonzero(np.diff(keys)) + 1
-        for a, b in zip(np.r_[0, bounds], np.r_[bounds, n]):
-            key = keys[a]
-            if key == -1:
-                continue
-            part = work[a:b]
-            if key == _AFFINE:
-                part.copy_(_mixed_affine(part, col[a:b], params[a:b]))
-            else:
-                part.copy_(apply_op(part, key, params[a:b]))
-        # index_select with the inverse permutation: index_copy_ is ~8x slower on CPU
-        out = work.index_select(0, torch.from_numpy(np.argsort(order)).to(out.device))
-    return out

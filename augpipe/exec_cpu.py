@@ -1,26 +1,18 @@
-"""The CPU executor: augpipe's numba kernels (kernels/ops.py) on torch batches.
+"""The CPU executor: augpipe's numba kernels on torch batches.
 
-Bit-exact with the torch executor (torch_ops.py, itself bit-exact with
-torchvision; tests/test_kernels.py), and 3-4x faster on CPU: each sample's
-ops run fused in compiled code instead of one batched torch call per op.
-Backends use it whenever their batches live on the CPU; torch_ops serves
-CUDA.
+Bit-exact with the torch executor (exec_torch.py; tests/test_kernels.py), and
+3-4x faster on CPU: each sample's ops run fused in compiled code instead of
+one batched torch call per op. Backends use it whenever their batches live on
+the CPU; the torch executor serves CUDA.
 """
 from __future__ import annotations
-
-import functools
 
 import numba
 import numpy as np
 import torch
 
-from ..kernels.ops import apply_ops_batch, apply_ops_serial
-from ..ops import param_tables
-
-
-@functools.lru_cache(maxsize=64)
-def _tables(space: int, height: int, width: int) -> np.ndarray:
-    return param_tables(space, height, width)
+from .ops import param_tables
+from .opgen import compiled
 
 
 def apply_ops_cpu(images: torch.Tensor, ops, mags, space: int, parallel: bool = False,
@@ -44,10 +36,12 @@ def apply_ops_cpu(images: torch.Tensor, ops, mags, space: int, parallel: bool = 
         return images.clone()
     nhwc = images.permute(0, 2, 3, 1).contiguous()  # kernels work on HWC images
     pixels = nhwc.numpy()
-    args = (pixels, ops, np.ascontiguousarray(mags, dtype=np.float32), _tables(space, h, w), np.empty_like(pixels))
+    args = (pixels, ops, np.ascontiguousarray(mags, dtype=np.float32), param_tables(space, h, w),
+            np.empty_like(pixels))
+    gen = compiled()
     if not parallel:
-        apply_ops_serial(*args)
+        gen.apply_ops_serial(*args)
     else:
         numba.set_num_threads(min(threads or numba.config.NUMBA_NUM_THREADS, numba.config.NUMBA_NUM_THREADS))
-        apply_ops_batch(*args)
+        gen.apply_ops_batch(*args)
     return nhwc.permute(0, 3, 1, 2).contiguous()
