@@ -29,14 +29,14 @@ _FLIP_STREAM = 32
 _POLICY_STREAM = 64
 
 
-@njit(nogil=True)
+@njit(nogil=True, cache=True)
 def _randint(key, counter, n):
     """Uniform int in [0, n)."""
     r = np.int64(uniform(key, counter) * n)
     return min(r, n - 1)
 
 
-@njit(nogil=True)
+@njit(nogil=True, cache=True)
 def plan_crop(key, height, width, crop, box):
     """Write (top, left, h, w) of the source region into `box`.
 
@@ -99,9 +99,11 @@ def plan_crop(key, height, width, crop, box):
         box[3] = width
 
 
-@njit(nogil=True)
-def plan_ops(key, m_eff, kind, pool, num_ops, draw_magnitude, sub_ops, sub_probs, sub_mags, signed, ops, mags):
-    """Write op ids (-1: none) and signed magnitudes; return the magnitude used."""
+@njit(nogil=True, cache=True)
+def plan_ops(key, m_eff, kind, pool, num_ops, draw_magnitude, sub_ops, sub_probs, sub_mags, signed, limits,
+             ops, mags):
+    """Write op ids (-1: none) and signed magnitudes; return the magnitude used.
+    Each op's magnitude is also bounded by its own limit (`limits[op]`)."""
     for k in range(ops.shape[0]):
         ops[k] = -1
         mags[k] = 0.0
@@ -112,7 +114,7 @@ def plan_ops(key, m_eff, kind, pool, num_ops, draw_magnitude, sub_ops, sub_probs
             used = m_eff * uniform(key, c)
         for k in range(num_ops):
             op = pool[_randint(key, c + 1 + 2 * k, pool.shape[0])]
-            m = used
+            m = min(used, limits[op])
             if signed[op] and uniform(key, c + 2 + 2 * k) < 0.5:
                 m = -m
             ops[k] = op
@@ -122,7 +124,7 @@ def plan_ops(key, m_eff, kind, pool, num_ops, draw_magnitude, sub_ops, sub_probs
         for k in range(2):
             if uniform(key, c + 1 + 2 * k) < sub_probs[s, k]:
                 op = sub_ops[s, k]
-                m = sub_mags[s, k] * m_eff / MAX_MAGNITUDE
+                m = min(sub_mags[s, k] * m_eff / MAX_MAGNITUDE, limits[op])
                 if signed[op] and uniform(key, c + 2 + 2 * k) < 0.5:
                     m = -m
                 ops[k] = op
@@ -130,22 +132,23 @@ def plan_ops(key, m_eff, kind, pool, num_ops, draw_magnitude, sub_ops, sub_probs
     return used
 
 
-@njit(nogil=True)
+@njit(nogil=True, cache=True)
 def plan_sample(seed, epoch, index, height, width, knob, cap, crop,
-                kind, pool, num_ops, draw_magnitude, sub_ops, sub_probs, sub_mags, signed,
+                kind, pool, num_ops, draw_magnitude, sub_ops, sub_probs, sub_mags, signed, limits,
                 box, ops, mags):
     """Plan one sample. Writes box, ops and mags; returns (flip, magnitude used)."""
     key = sample_key(seed, epoch, index)
     plan_crop(key, height, width, crop, box)
     flip = uniform(key, _FLIP_STREAM) < crop[9]
     m_eff = min(knob, cap)
-    used = plan_ops(key, m_eff, kind, pool, num_ops, draw_magnitude, sub_ops, sub_probs, sub_mags, signed, ops, mags)
+    used = plan_ops(key, m_eff, kind, pool, num_ops, draw_magnitude, sub_ops, sub_probs, sub_mags, signed, limits,
+                    ops, mags)
     return flip, used
 
 
-@njit(nogil=True)
+@njit(nogil=True, cache=True)
 def plan_batch(seed, epoch, indices, heights, widths, knobs, caps, crop,
-               kind, pool, num_ops, draw_magnitude, sub_ops, sub_probs, sub_mags, signed,
+               kind, pool, num_ops, draw_magnitude, sub_ops, sub_probs, sub_mags, signed, limits,
                boxes, flips, ops, mags, used):
     """Plan a batch into preallocated arrays. `knobs` holds one magnitude per
     sample; `caps` is the whole per-dataset cap array (indexed by dataset
@@ -154,7 +157,7 @@ def plan_batch(seed, epoch, indices, heights, widths, knobs, caps, crop,
         idx = indices[i]
         cap = caps[idx] if caps.shape[0] > 0 else MAX_MAGNITUDE
         f, u = plan_sample(seed, epoch, idx, heights[i], widths[i], knobs[i], cap, crop,
-                           kind, pool, num_ops, draw_magnitude, sub_ops, sub_probs, sub_mags, signed,
+                           kind, pool, num_ops, draw_magnitude, sub_ops, sub_probs, sub_mags, signed, limits,
                            boxes[i], ops[i], mags[i])
         flips[i] = f
         used[i] = u
@@ -234,6 +237,6 @@ def make_plan(seed: int, epoch: int, indices, heights, widths, knob, caps: np.nd
     with np.errstate(over="ignore"):  # uint64 wrap-around is intended (JIT-off runs)
         plan_batch(np.uint64(seed), np.uint64(epoch), indices, heights, widths, knobs, caps, crop.params(),
                    policy.kind, policy.pool, policy.num_ops, policy.draw_magnitude,
-                   policy.sub_ops, policy.sub_probs, policy.sub_mags, SIGNED,
+                   policy.sub_ops, policy.sub_probs, policy.sub_mags, SIGNED, policy.limits,
                    boxes, flips, ops, mags, used)
     return Plan(indices, boxes, flips, ops, mags, used, policy.space, crop.size, crop.fill)

@@ -30,25 +30,60 @@ class PolicyArrays:
     sub_ops: np.ndarray  # int8 (S, 2) (KIND_SUBPOLICY)
     sub_probs: np.ndarray  # float64 (S, 2)
     sub_mags: np.ndarray  # float64 (S, 2), on the 0..30 scale at full strength
+    limits: np.ndarray  # float64 (len(OPS),): each op's own magnitude bound (30: none)
 
 
-def _arrays(kind, space, num_ops, pool=(), draw_magnitude=False, subs=()) -> PolicyArrays:
+def _arrays(kind, space, num_ops, pool=(), draw_magnitude=False, subs=(), limits=None) -> PolicyArrays:
     sub_ops = np.array([[OP_IDS[o] for o, _, _ in s] for s in subs], dtype=np.int8).reshape(-1, 2)
     sub_probs = np.array([[p for _, p, _ in s] for s in subs], dtype=np.float64).reshape(-1, 2)
     sub_mags = np.array([[m for _, _, m in s] for s in subs], dtype=np.float64).reshape(-1, 2)
-    return PolicyArrays(kind, space, num_ops, np.array(pool, dtype=np.int8), draw_magnitude, sub_ops, sub_probs, sub_mags)
+    bounds = np.full(len(OP_IDS), MAX_MAGNITUDE, dtype=np.float64)
+    for name, value in (limits or {}).items():
+        bounds[OP_IDS[name]] = value
+    return PolicyArrays(kind, space, num_ops, np.array(pool, dtype=np.int8), draw_magnitude, sub_ops, sub_probs,
+                        sub_mags, bounds)
 
 
 class Policy:
-    """Base class. Subclasses implement `lower()`."""
+    """Base class. Subclasses implement `_lower(limits)`.
+
+    Every policy takes per-op magnitude limits (`with_limits`): op k then runs
+    at min(its planned magnitude, limit[k]), e.g. a limit derived from a
+    teacher's per-op difficulty report (`augpipe.limits_from_report`).
+    """
 
     name = "policy"
+    limits: dict = {}
+
+    def with_limits(self, limits: dict) -> "Policy":
+        """A copy of this policy whose ops named in `limits` never exceed
+        their limit, e.g. `RandAugment(2).with_limits({"Solarize": 12})`.
+
+        Raises:
+            ValueError: an unknown op name or a limit outside [0, 30].
+        """
+        import copy
+
+        from .ops import check_magnitude
+
+        unknown = sorted(set(limits) - set(OP_IDS))
+        if unknown:
+            raise ValueError(f"unknown op name(s) {unknown} in limits; ops are {sorted(OP_IDS)}")
+        new = copy.copy(self)
+        new.limits = {**self.limits, **{k: check_magnitude(v, name=f"limit of {k}") for k, v in limits.items()}}
+        return new
 
     def lower(self) -> PolicyArrays:
+        return self._lower(self.limits)
+
+    def _lower(self, limits: dict) -> PolicyArrays:
         raise NotImplementedError
 
+    def _limits_repr(self) -> str:
+        return f".with_limits({self.limits})" if self.limits else ""
+
     def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
+        return f"{type(self).__name__}(){self._limits_repr()}"
 
 
 class Identity(Policy):
@@ -56,8 +91,8 @@ class Identity(Policy):
 
     name = "identity"
 
-    def lower(self) -> PolicyArrays:
-        return _arrays(KIND_NONE, STANDARD, 1)
+    def _lower(self, limits: dict) -> PolicyArrays:
+        return _arrays(KIND_NONE, STANDARD, 1, limits=limits)
 
 
 class RandAugment(Policy):
@@ -84,11 +119,12 @@ class RandAugment(Policy):
         self.num_ops = num_ops
         self.ops = tuple(names)
 
-    def lower(self) -> PolicyArrays:
-        return _arrays(KIND_UNIFORM, STANDARD, self.num_ops, [OP_IDS[n] for n in self.ops])
+    def _lower(self, limits: dict) -> PolicyArrays:
+        return _arrays(KIND_UNIFORM, STANDARD, self.num_ops, [OP_IDS[n] for n in self.ops], limits=limits)
 
     def __repr__(self) -> str:
-        return f"RandAugment(num_ops={self.num_ops})"
+        ops = "" if len(self.ops) == len(RAND_AUGMENT_OPS) else f", ops={self.ops}"
+        return f"RandAugment(num_ops={self.num_ops}{ops}){self._limits_repr()}"
 
 
 class TrivialAugment(Policy):
@@ -101,8 +137,8 @@ class TrivialAugment(Policy):
 
     name = "trivialaugment"
 
-    def lower(self) -> PolicyArrays:
-        return _arrays(KIND_UNIFORM, WIDE, 1, list(RAND_AUGMENT_OPS), draw_magnitude=True)
+    def _lower(self, limits: dict) -> PolicyArrays:
+        return _arrays(KIND_UNIFORM, WIDE, 1, list(RAND_AUGMENT_OPS), draw_magnitude=True, limits=limits)
 
 
 # torchvision AutoAugmentPolicy.IMAGENET; magnitudes are bin indices of a
@@ -148,12 +184,12 @@ class AutoAugment(Policy):
 
     name = "autoaugment"
 
-    def lower(self) -> PolicyArrays:
+    def _lower(self, limits: dict) -> PolicyArrays:
         subs = [
             [(op, p, 0.0 if k is None else MAX_MAGNITUDE * k / (AUTOAUGMENT_BINS - 1)) for op, p, k in sub]
             for sub in _IMAGENET
         ]
-        return _arrays(KIND_SUBPOLICY, STANDARD, 2, subs=subs)
+        return _arrays(KIND_SUBPOLICY, STANDARD, 2, subs=subs, limits=limits)
 
 
 POLICIES = {p.name: p for p in (RandAugment, TrivialAugment, AutoAugment, Identity)}

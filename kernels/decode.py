@@ -10,7 +10,7 @@ and map the box; the decode call itself belongs to the executor.
 from numba import njit
 
 
-@njit(nogil=True)
+@njit(nogil=True, cache=True)
 def dct_denominator(box_h, box_w, out_h, out_w, max_denom):
     """Largest d in {8, 4, 2} (<= max_denom) with box >= d * output on both
     sides, else 1."""
@@ -22,13 +22,13 @@ def dct_denominator(box_h, box_w, out_h, out_w, max_denom):
     return 1
 
 
-@njit(nogil=True)
+@njit(nogil=True, cache=True)
 def scaled_size(size, denom):
     """libjpeg-turbo's TJSCALED: ceil(size / denom)."""
     return (size + denom - 1) // denom
 
 
-@njit(nogil=True)
+@njit(nogil=True, cache=True)
 def scale_box(top, left, h, w, denom, height, width, out):
     """Map a full-resolution box onto an image decoded at 1/denom (whose size
     is height x width after scaling). Writes (top, left, h, w) into `out`."""

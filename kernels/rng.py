@@ -18,7 +18,7 @@ _S11 = np.uint64(11)
 _INV53 = 1.0 / 9007199254740992.0  # 2**-53
 
 
-@njit(nogil=True)
+@njit(nogil=True, cache=True)
 def splitmix64(x):
     """One splitmix64 step: a bijective mix of a uint64."""
     z = np.uint64(x) + _GOLDEN
@@ -27,7 +27,7 @@ def splitmix64(x):
     return z ^ (z >> _S31)
 
 
-@njit(nogil=True)
+@njit(nogil=True, cache=True)
 def sample_key(seed, epoch, index):
     """The key of one sample's random stream."""
     k = splitmix64(np.uint64(seed))
@@ -35,7 +35,7 @@ def sample_key(seed, epoch, index):
     return splitmix64(k ^ np.uint64(index))
 
 
-@njit(nogil=True)
+@njit(nogil=True, cache=True)
 def uniform(key, counter):
     """Uniform float64 in [0, 1): the `counter`-th draw of stream `key`."""
     x = splitmix64(key ^ (np.uint64(counter) * _GOLDEN))

@@ -171,7 +171,7 @@ class PlanDecoder(SimpleRGBImageDecoder):
         crop = b.crop_params
         pol = b.policy
         kind, pool, num_ops, draw = np.int64(pol.kind), pol.pool, np.int64(pol.num_ops), pol.draw_magnitude
-        sub_ops, sub_probs, sub_mags, signed = pol.sub_ops, pol.sub_probs, pol.sub_mags, SIGNED
+        sub_ops, sub_probs, sub_mags, signed, limits = pol.sub_ops, pol.sub_probs, pol.sub_mags, SIGNED, pol.limits
         has_ops = pol.kind != 0
         tables = param_tables(pol.space, b.size[0], b.size[1]).copy()  # a writeable copy: see _fresh
         fill = np.uint8(b.fill)
@@ -220,7 +220,7 @@ class PlanDecoder(SimpleRGBImageDecoder):
                     cap = caps[idx] if n_caps > 0 else top_mag
                     flip, used = plan_sample_c(seed, np.uint64(epoch), np.int64(idx), height, width, knob, cap,
                                                crop, kind, pool, num_ops, draw, sub_ops, sub_probs, sub_mags,
-                                               signed, box, plan_ops[i], plan_mags[i])
+                                               signed, limits, box, plan_ops[i], plan_mags[i])
                     plan_out[i, 0] = used
                     plan_out[i, 1] = 0.0
                     data = mem_read(field["data_ptr"], storage_state)
