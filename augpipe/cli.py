@@ -62,6 +62,10 @@ def cmd_demo(a) -> None:
     print("== 3. Throughput against torchvision (same data, same workers, same run)")
     command = "augpipe demo (bench --images 20480 --repeats 1)"
     print(bench.run(images=20480, repeats=1, out=str(out / "bench"), command=command))
+    print("== 4. A short real training: a small CNN at a moderate magnitude against a constant strong one")
+    from .driver.demo import train_demo
+
+    train_demo(out=out / "train")
     print(f"== done: outputs in {out}/")
 
 
@@ -95,6 +99,10 @@ def main(argv=None) -> None:
     b.add_argument("--data-root", default=None, help="where the 224px JPEG set is built (default ~/.cache/augpipe)")
     b.add_argument("--out", default=None, help="write PATH.json and PATH.md")
     b.set_defaults(func=cmd_bench)
+
+    from .driver.cli import add_parsers as add_driver_parsers  # torch-pruning etc. are imported only when run
+
+    add_driver_parsers(sub)
 
     d = sub.add_parser("demo", help="the main job on Fashion-MNIST")
     d.add_argument("--out", default="augpipe-out")

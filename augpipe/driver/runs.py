@@ -1,0 +1,174 @@
+"""What `augpipe train` and `augpipe prune` do, on a config dict.
+
+A run directory holds run.json (config and command), checkpoints/, model.pt
+(the final weights, with the model's arch and the run's config), report.json
+and plot.png. The same command on the same directory resumes.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import checkpoint, distributed
+from .auxheads import AuxHeads
+from .capacity import CapacitySchedule
+from .data import make_data, make_loaders
+from .losses import KD
+from .models import build_model, model_arch
+from .plots import plot_prune, plot_train
+from .prune import count_macs, count_params, prune
+from .recipes import iterative_prune
+from .train import evaluate, train
+
+MODEL_FILE = "model.pt"
+
+
+def _setup(cfg: dict, command: str):
+    """Join torchrun's group, claim the run directory, seed, build the data."""
+    distributed.init_from_env()
+    data = make_data(cfg["data"], cfg["train_size"], cfg["val_size"], cfg["seed"], cfg["channels"],
+                     cfg.get("test_size"))
+    out = Path(cfg["out"])
+    if checkpoint.prepare_run_dir(out, cfg, command) and distributed.is_main():
+        print(f"{out}/ holds this run: resuming from its last checkpoint")
+    device = torch.device(cfg["device"]) if cfg.get("device") not in (None, "auto") else distributed.default_device()
+    loaders = make_loaders(data, batch_size=cfg["batch_size"], magnitude=cfg.get("magnitude_start", 0.0),
+                           seed=cfg["seed"], workers=cfg["workers"], policy=cfg["policy"], size=cfg["size"],
+                           device=device)
+    return out, data, device, loaders
+
+
+def _recorder(cfg: dict, out: Path):
+    """on_batch that keeps (epoch, index) of every training sample this rank saw."""
+    if not cfg.get("record_indices"):
+        return None, lambda: None
+    seen: list[np.ndarray] = []
+
+    def on_batch(batch):
+        seen.append(np.stack([np.full(len(batch.index), batch.epoch), batch.index.cpu().numpy()], 1))
+
+    def flush():
+        if seen:
+            np.save(out / f"indices-rank{distributed.rank()}.npy", np.concatenate(seen))
+    return on_batch, flush
+
+
+def _finish(out: Path, report: dict) -> None:
+    if distributed.is_main():
+        checkpoint.write_json(report, out / "report.json")
+    distributed.barrier()
+
+
+def run_train(cfg: dict, command: str) -> dict:
+    """`augpipe train`: returns the report (also written to out/report.json)."""
+    start = time.perf_counter()
+    cfg = {**cfg, "magnitude_start": cfg["magnitude"]}
+    out, data, device, (loader, val, test) = _setup(cfg, command)
+    torch.manual_seed(cfg["seed"])
+    model = build_model(cfg["model"], cfg["width"], data.in_channels, data.num_classes)
+    net = AuxHeads(model, weight=cfg["aux_heads"], example_input=torch.zeros(2, *_input_shape(loader))) \
+        if cfg.get("aux_heads") else model
+    teacher = load_run_model(cfg["teacher"])[0] if cfg.get("teacher") else None
+    kd = KD(cfg["kd_temperature"], cfg["kd_weight"], cfg["ce_weight"]) if teacher is not None else None
+    on_batch, flush = _recorder(cfg, out)
+    history = train(net, loader, cfg["epochs"], optimizer=cfg["optimizer"], lr=cfg["lr"], momentum=cfg["momentum"],
+                    weight_decay=cfg["weight_decay"], lr_schedule=cfg["lr_schedule"], magnitude=cfg["magnitude"],
+                    teacher=teacher, kd=kd, val_loader=val, checkpoint_dir=out / "checkpoints", device=device,
+                    amp=cfg["amp"], progress=cfg["progress"], on_batch=on_batch)
+    flush()
+    if isinstance(net, AuxHeads):
+        model = net.deploy()
+    example = torch.zeros(1, *_input_shape(loader), device=device)
+    report = {"command": command, "config": cfg, "model": model_arch(model), "params": count_params(model),
+              "macs": count_macs(model, example)[0], "world_size": distributed.world_size(),
+              "history": history.epochs, "wall_s": time.perf_counter() - start}
+    for name, ld in (("val", val), ("test", test)):
+        if ld is not None:
+            report[name] = evaluate(model, ld, device)
+    if history.epochs:
+        tail = history.epochs[-min(3, len(history.epochs)):]
+        report["images_per_s"] = float(np.mean([e["images_per_s"] for e in tail])) * distributed.world_size()
+        report["data_wait"] = float(np.mean([e["data_wait"] for e in tail]))
+    checkpoint.save_model(model, out / MODEL_FILE, config=cfg)
+    if distributed.is_main() and cfg.get("plot", True):
+        acc = report.get("test", {}).get("accuracy")
+        plot_train(history.epochs, out / "plot.png", f"{model_arch(model)}, M={cfg['magnitude']:g}"
+                   + (f", test acc {acc:.4f}" if acc is not None else ""))
+    _finish(out, report)
+    return report
+
+
+def run_prune(cfg: dict, command: str) -> dict:
+    """`augpipe prune`: iterative pruning of a trained run's model."""
+    start = time.perf_counter()
+    model, source_cfg, source = load_run_model(cfg["from"], cfg.get("model"), cfg.get("width"))
+    cfg["model"], cfg["width"] = cfg.get("model") or source_cfg["model"], cfg.get("width") or source_cfg["width"]
+    for key in ("data", "train_size", "val_size", "test_size", "seed", "batch_size", "channels", "size", "policy"):
+        if cfg.get(key) is None:
+            cfg[key] = source_cfg.get(key)
+    magnitude_arg = cfg["magnitude"]
+    dense_magnitude = float(source_cfg.get("magnitude_start", source_cfg["magnitude"]))  # a pruned source: its dense M
+    cfg["magnitude_start"] = dense_magnitude if magnitude_arg == "capacity" else float(magnitude_arg)
+    out, data, device, (loader, val, test) = _setup(cfg, command)
+    model.to(device)
+    if magnitude_arg == "capacity":
+        schedule = CapacitySchedule.load(cfg["schedule"]) if cfg.get("schedule") else \
+            CapacitySchedule.linear(dense_magnitude, 0.0, dense_params=count_params(model, nonzero=True))
+    else:
+        schedule = float(magnitude_arg)
+    on_batch, flush = _recorder(cfg, out)
+    rounds = iterative_prune(model, loader, target_sparsity=cfg["target"], rounds=cfg["rounds"],
+                             finetune_epochs=cfg["finetune_epochs"], method=cfg["method"], magnitude=schedule,
+                             val_loader=val if val is not None else test, checkpoint_dir=out / "checkpoints",
+                             steps=cfg["steps"], progress=cfg["progress"], lr=cfg["lr"], optimizer=cfg["optimizer"],
+                             lr_schedule=cfg["lr_schedule"],
+                             device=device, on_batch=on_batch)
+    flush()
+    if cfg.get("permanent") and cfg["method"] == "l1-unstructured":
+        prune(model, rounds[-1]["sparsity"], permanent=True)
+    report = {"command": command, "config": cfg, "from": source, "model": model_arch(model),
+              "schedule": schedule.to_dict() if isinstance(schedule, CapacitySchedule) else schedule,
+              "eval_set": "val" if val is not None else "test", "rounds": rounds,
+              "world_size": distributed.world_size(), "wall_s": time.perf_counter() - start}
+    if test is not None:
+        report["test"] = evaluate(model, test, device)
+    checkpoint.save_model(model, out / MODEL_FILE, config=cfg)
+    if distributed.is_main():
+        plot_prune(rounds, out / "plot.png", f"{model_arch(model)}, {cfg['method']}, magnitude {magnitude_arg}")
+    _finish(out, report)
+    return report
+
+
+def load_run_model(source, model_name: str | None = None, width: float | None = None):
+    """(model with the run's final weights, the run's config, path read) from a
+    run directory or a model.pt. `model_name`/`width` override the recorded
+    ones; a checkpoint of another model is an error naming both."""
+    path = Path(source)
+    file = path / MODEL_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"{source} is neither a finished run directory (with {MODEL_FILE}) nor a model file")
+    state = checkpoint.load(file)
+    if not isinstance(state, dict) or "arch" not in state or "config" not in state:
+        raise ValueError(f"{file} is not a model saved by augpipe train or prune")
+    cfg = state["config"]
+    model = build_model(model_name or cfg["model"], cfg["width"] if width is None else width,
+                        _in_channels(state), _num_classes(state))
+    checkpoint.load_model(model, state["model"], state["arch"], file)
+    return model, cfg, str(file)
+
+
+def _in_channels(state: dict) -> int:
+    first = next(v for k, v in state["model"].items() if v.ndim == 4)
+    return first.shape[1]
+
+
+def _num_classes(state: dict) -> int:
+    last = [v for k, v in state["model"].items() if v.ndim == 2][-1]
+    return last.shape[0]
+
+
+def _input_shape(loader) -> tuple:
+    return tuple(next(iter(loader))[0].shape[1:])
