@@ -4,8 +4,9 @@ A .beton written by `augpipe convert` holds three fields: "image" (RGB,
 JPEG or raw), "label" (int) and "index" (the sample's index in the source it
 was converted from). `BetonSource` reads labels and image sizes from the
 file's metadata without decoding anything, and decodes single images with
-FFCV's own decoder (libjpeg-turbo through `ffcv.libffcv.imdecode`), so every
-backend sees the very pixels the FFCV backend decodes.
+augpipe's libjpeg-turbo decoder (kernels/jpeg.py, accurate IDCT), the one the
+FFCV backend uses, so every backend sees the very pixels the FFCV backend
+decodes.
 
 Needs the optional `ffcv` package (imported on first use).
 """
@@ -101,20 +102,23 @@ class BetonSource(Source):
         return np.asarray(self._file[int(ptr):int(ptr) + int(size)])
 
     def load_hwc(self, index: int) -> np.ndarray:
-        """Sample `index` as a fresh uint8 (H, W, 3) array."""
+        """Sample `index` as a fresh uint8 (H, W, 3) array (JPEGs decoded with
+        libjpeg-turbo's accurate IDCT, as the FFCV backend decodes them)."""
         index = self._check_index(index)
         h, w = int(self.heights[index]), int(self.widths[index])
-        data = self._bytes(index)
+        data = np.ascontiguousarray(self._bytes(index))
         if self._modes[index] == _RAW:
             return data[: h * w * 3].reshape(h, w, 3).copy()
-        from ffcv.libffcv import imdecode
+        from .kernels.jpeg import ERRORS, decode_box
 
-        out = np.empty((h, w, 3), np.uint8)
-        if imdecode(np.ascontiguousarray(data), out, h, w, h, w, 0, 0, 1, 1, False, False) != 0:
+        out = np.empty(h * w * 3, np.uint8)
+        region = np.zeros(2, np.int64)
+        rc = decode_box(data, 0, 0, h, w, 1, 0, out, region, 3)
+        if rc != 0 or region[1] != w:
             from .data import DecodeError
 
-            raise DecodeError(self.describe(index), "libjpeg-turbo could not decode the stored JPEG")
-        return out
+            raise DecodeError(self.describe(index), f"libjpeg-turbo: {ERRORS.get(rc, f'error {rc}')}")
+        return out.reshape(h, w, 3)
 
     def load(self, index: int) -> torch.Tensor:
         return torch.from_numpy(self.load_hwc(index)).permute(2, 0, 1).contiguous()

@@ -9,6 +9,15 @@ path (on_error="raise", the default) or is left out and counted
 (on_error="skip": the rest is written, `ConvertResult.skipped` lists them).
 
 Grey sources are stored as RGB (FFCV's image field is 3-channel only).
+
+With image_format "jpg" or "exact", image files that already are JPEGs
+(greyscale or YCbCr, which augpipe's decoder reads) are stored byte for
+byte: no re-encoding, so the .beton decodes to exactly the pixels of the
+original file (augpipe decodes with libjpeg-turbo's accurate IDCT, as
+torchvision). Other images (PNG, CMYK JPEGs, arrays) and JPEGs larger than
+max_resolution are JPEG-encoded at `jpeg_quality` ("jpg", as FFCV does) or
+stored as pixels ("exact": lossless, what the FFCV backend converts image
+folders to, so that its batches equal the torch backend's).
 """
 from __future__ import annotations
 
@@ -22,7 +31,7 @@ import numpy as np
 
 from .data import DecodeError, Source, open_source
 
-FORMATS = ("jpg", "raw", "proportion")
+FORMATS = ("jpg", "exact", "raw", "proportion")
 
 
 @dataclass
@@ -43,8 +52,11 @@ class _Samples:
     without it. In raise mode the first failure also stops further decoding.
     """
 
-    def __init__(self, source: Source, failed, abort, stop_early: bool):
+    def __init__(self, source: Source, failed, abort, stop_early: bool, keep_jpeg: int | None = None,
+                 lossless: bool = False):
         self.source, self.failed, self.abort, self.stop_early = source, failed, abort, stop_early
+        self.keep_jpeg = keep_jpeg  # max stored side for JPEG files kept as they are (0: any), None: never
+        self.lossless = lossless  # images not kept as JPEG bytes are stored as pixels
 
     def __len__(self) -> int:
         return len(self.source)
@@ -53,6 +65,10 @@ class _Samples:
         placeholder = (np.zeros((8, 8, 3), np.uint8), int(self.source.labels[i]), int(i))
         if self.abort.value:
             return placeholder
+        if self.keep_jpeg is not None and self.source.files:
+            kept = _stored_jpeg(self.source.path(int(i)), self.keep_jpeg)
+            if kept is not None:
+                return kept, int(self.source.labels[i]), int(i)
         try:
             image = self.source.load(int(i))
         except Exception:  # DecodeError and anything else: flag it, never kill the writer
@@ -62,7 +78,68 @@ class _Samples:
             return placeholder
         if image.shape[0] == 1:
             image = image.expand(3, -1, -1)
-        return np.ascontiguousarray(image.permute(1, 2, 0).numpy()), int(self.source.labels[i]), int(i)
+        pixels = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
+        return pixels.view(Pixels) if self.lossless else pixels, int(self.source.labels[i]), int(i)
+
+
+class Pixels(np.ndarray):
+    """An image FFCV's RGBImageField stores raw whatever its write mode."""
+
+
+class StoredJpeg(np.ndarray):
+    """An image FFCV's RGBImageField writes as `.jpeg`, its original bytes: a
+    zero-strided (H, W, 3) stand-in (so the field records the size) whose JPEG
+    encoding is the file itself (see `_keep_jpeg_bytes`)."""
+
+    jpeg: np.ndarray
+
+
+def _stored_jpeg(path: str, max_side: int) -> StoredJpeg | None:
+    """The file as a StoredJpeg when it is a 1- or 3-component JPEG within
+    max_side (0: any size), else None (it is then decoded and re-encoded)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            if im.format != "JPEG" or im.mode not in ("RGB", "L"):
+                return None
+            w, h = im.size
+    except Exception:  # unreadable here: the normal path decodes it and reports the error
+        return None
+    if max_side and max(h, w) > max_side:
+        return None
+    stand_in = np.broadcast_to(np.zeros(1, np.uint8), (h, w, 3)).view(StoredJpeg)
+    stand_in.jpeg = np.fromfile(path, dtype=np.uint8)
+    return stand_in
+
+
+def _keep_jpeg_bytes() -> None:
+    """Teach FFCV's image field the two stand-ins: StoredJpeg (its JPEG
+    encoding is the file's own bytes) and Pixels (stored raw). The writer's
+    processes are forked after this and inherit it; once patched, images that
+    are neither are encoded exactly as before."""
+    from ffcv.fields import rgb_image
+
+    if getattr(rgb_image.encode_jpeg, "augpipe", False):
+        return
+    encode = rgb_image.encode_jpeg
+    field_encode = rgb_image.RGBImageField.encode
+
+    def encode_jpeg(image, quality):
+        return image.jpeg if isinstance(image, StoredJpeg) else encode(image, quality)
+
+    def encode_field(self, destination, image, malloc):
+        if not isinstance(image, Pixels):
+            return field_encode(self, destination, image, malloc)
+        mode, self.write_mode = self.write_mode, "raw"
+        try:
+            return field_encode(self, destination, np.asarray(image), malloc)
+        finally:
+            self.write_mode = mode
+
+    encode_jpeg.augpipe = True
+    rgb_image.encode_jpeg = encode_jpeg
+    rgb_image.RGBImageField.encode = encode_field
 
 
 def _fields(image_format: str, max_resolution, jpeg_quality: int, compress_probability: float):
@@ -86,7 +163,9 @@ def convert(source, out, image_format: str = "jpg", max_resolution: int | None =
     """Write `source` (anything `augpipe.data.open_source` takes, or a Source) to `out`.
 
     Args:
-        image_format: "jpg" (JPEG, quality `jpeg_quality`), "raw" (pixels),
+        image_format: "jpg" (JPEG files as they are; other images JPEG-encoded
+            at quality `jpeg_quality`), "exact" (JPEG files as they are,
+            other images as pixels: lossless), "raw" (pixels),
             or "proportion" (each image JPEG with probability
             `compress_probability`, seeded by `seed`).
         max_resolution: longest side stored (larger images are downscaled
@@ -113,8 +192,13 @@ def convert(source, out, image_format: str = "jpg", max_resolution: int | None =
     skipped = list(getattr(src, "skipped", []))
     failed = mp.Array("b", len(src), lock=False)
     abort = mp.Value("b", 0, lock=False)
-    samples = _Samples(src, failed, abort, stop_early=on_error == "raise")
-    fields = _fields(image_format, max_resolution, jpeg_quality, compress_probability)
+    keep = (max_resolution or 0) if image_format in ("jpg", "exact") else None
+    samples = _Samples(src, failed, abort, stop_early=on_error == "raise", keep_jpeg=keep,
+                       lossless=image_format == "exact")
+    fields = _fields("jpg" if image_format == "exact" else image_format, max_resolution, jpeg_quality,
+                     compress_probability)
+    if keep is not None:
+        _keep_jpeg_bytes()
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     tmp2 = out.with_name(f".{out.name}.tmp2-{os.getpid()}")
     np_state = np.random.get_state()

@@ -7,7 +7,7 @@ reads the stored size, calls `augpipe.plan.plan_sample` with (seed, epoch,
 dataset index, knob, cap[index]) -- the very planner the torch backend uses
 --, decodes only the planned box as RGBX (`kernels.jpeg.decode_box`: libjpeg-turbo
 with jpeg_crop_scanline / jpeg_skip_scanlines, bit-identical to a full
-decode; DCT-scaled when the box is >= 2x the output), resizes (torch's
+decode with the accurate IDCT, i.e. torchvision's pixels; optionally DCT-scaled), resizes (torch's
 antialiased bilinear, bit-exact) and flips, applies the planned ops
 (`kernels.ops.apply_sample_ops`) and writes CHW into FFCV's output buffer.
 
@@ -32,15 +32,18 @@ Options (`Loader(..., backend="ffcv", backend_options={...})`):
     cache: .beton path for a non-.beton source (converted on first use;
         default ~/.cache/augpipe/ffcv/<content key>.beton).
     image_format, max_resolution, jpeg_quality: conversion settings
-        (default "raw" for in-memory sources, so pixels equal the other
-        backends', "jpg" otherwise; None; 90).
+        (default "raw" for in-memory sources and "exact" otherwise -- JPEG files
+        stored as they are, other images as pixels -- so that batches equal
+        the other backends'; None; 90).
     order: None (default: the Loader's own order -- same batches as the
         torch backend, sharded by global rank, exact resume) or FFCV's
         "random" | "quasi_random" | "sequential" (FFCV's sharding with
         distributed=True; resume replays and drops the first batches).
     os_cache: FFCV's os_cache (default True).
     batches_ahead: FFCV's prefetch depth (default: loader.prefetch_factor).
-    dct_scale: allow DCT-scaled JPEG decoding (default True).
+    dct_scale: allow DCT-scaled JPEG decoding when a crop box is at least twice
+        the output (default False: faster on large images, but no longer the
+        torch backend's pixels).
     copy: hand out fresh contiguous NCHW tensors (default True). False gives FFCV's own buffers, overwritten
         `batches_ahead + 2` batches later, as FFCV does.
 """
@@ -120,7 +123,7 @@ class PlanDecoder(SimpleRGBImageDecoder):
     """The whole image pipeline as one FFCV stage, parallel over the batch.
 
     Per sample: plan (augpipe.plan.plan_sample), decode only the planned box
-    (kernels.jpeg.decode_box; DCT-scaled when the box is >= 2x the output),
+    (kernels.jpeg.decode_box; DCT-scaled with dct_scale when the box is >= 2x the output),
     resize + flip (kernels.resize), the planned ops (kernels.ops), and a CHW
     write into FFCV's output buffer. One pass per sample keeps the image in
     cache and leaves no serial stage between parallel ones.
@@ -177,7 +180,7 @@ class PlanDecoder(SimpleRGBImageDecoder):
         fill = np.uint8(b.fill)
         grey = b.channels == 1
         max_denom = np.int64(8 if b.dct_scale else 1)
-        fast_dct = np.int64(1)  # FFCV's decoders and BetonSource decode with the fast integer IDCT too
+        fast_dct = np.int64(0)  # the accurate IDCT: torchvision's decode_jpeg, bit for bit (as BetonSource)
         out_h, out_w = np.int64(b.size[0]), np.int64(b.size[1])
         knob_addr, caps_addr, n_caps = address(live.knob), address(b.caps), np.int64(len(b.caps))
         state_addr = address(live.state)
@@ -345,7 +348,7 @@ def ensure_beton(source, options: dict) -> Path:
         return Path(source.beton)
     from ..convert import convert
 
-    default_format = "raw" if source.in_memory else "jpg"  # raw: the very pixels the other backends read
+    default_format = "raw" if source.in_memory else "exact"  # the very pixels the other backends read
     conv = {"image_format": options.get("image_format", default_format),
             "max_resolution": options.get("max_resolution"), "jpeg_quality": int(options.get("jpeg_quality", 90))}
     key = source_key(source, conv)
@@ -414,7 +417,7 @@ class FfcvBackend:
         self.channels = ctx.channels
         self.seed, self.size, self.fill = ctx.seed, ctx.crop.size, ctx.crop.fill
         self.crop_params = ctx.crop.params()
-        self.dct_scale = bool(opts.get("dct_scale", True))
+        self.dct_scale = bool(opts.get("dct_scale", False))
         self.copy = bool(opts.get("copy", True))
         self.order_option = opts.get("order")
         if self.order_option not in (None, "random", "quasi_random", "sequential"):
