@@ -1,4 +1,5 @@
-"""The `augpipe` command: show, bench, demo."""
+"""The `augpipe` command: show, bench, demo (train, prune, sweep: augpipe/driver/cli.py; score, report:
+augpipe/gate/cli.py)."""
 from __future__ import annotations
 
 import argparse
@@ -18,9 +19,13 @@ def _magnitudes(text: str) -> list[float]:
 
 
 def cmd_show(a) -> None:
+    if a.caps is not None:  # a difficulty table's hardest samples (augpipe.gate)
+        from .gate.cli import show as show_caps
+
+        return show_caps(a)
     from .show import show
 
-    path = show(a.source, a.policy, a.magnitudes, a.out, a.size, a.seed)
+    path = show(a.source or "fashion-mnist:test", a.policy, a.magnitudes, a.out, a.size, a.seed)
     print(f"wrote {path}")
 
 
@@ -77,7 +82,8 @@ def main(argv=None) -> None:
     add_convert_parser(sub)
 
     s = sub.add_parser("show", help="write a PNG grid of a policy's ops across magnitudes")
-    s.add_argument("--source", default="fashion-mnist:test", help="image folder, or fashion-mnist[:test]")
+    s.add_argument("--source", default=None, help="image folder, or fashion-mnist[:test] (default fashion-mnist:test; "
+                                                   "with --caps: the table's source)")
     s.add_argument("--policy", default="randaugment", help="randaugment | trivialaugment | autoaugment")
     s.add_argument("--magnitudes", type=_magnitudes, default=[0, 5, 9, 14, 20, 25, 30], help="comma-separated, 0..30")
     s.add_argument("--size", type=int, default=64, help="image side in the grid (px)")
@@ -103,6 +109,9 @@ def main(argv=None) -> None:
     from .driver.cli import add_parsers as add_driver_parsers  # torch-pruning etc. are imported only when run
 
     add_driver_parsers(sub)
+    from .gate.cli import add_parsers as add_gate_parsers
+
+    add_gate_parsers(sub, show=s)  # score, report, and show's --caps options
 
     d = sub.add_parser("demo", help="the main job on Fashion-MNIST")
     d.add_argument("--out", default="augpipe-out")

@@ -117,8 +117,8 @@ class Loader:
         self.knob = Knob(magnitude, len(self.dataset))
         self.errors: list[tuple[str, str]] = list(getattr(self.dataset, "skipped", []))
         channels = self.dataset.channels
-        self.mean = _per_channel(mean, IMAGENET_MEAN if channels == 3 else (0.5,) * channels, channels, "mean")
-        self.std = _per_channel(std, IMAGENET_STD if channels == 3 else (0.5,) * channels, channels, "std")
+        self.mean = per_channel(mean, IMAGENET_MEAN if channels == 3 else (0.5,) * channels, channels, "mean")
+        self.std = per_channel(std, IMAGENET_STD if channels == 3 else (0.5,) * channels, channels, "std")
         self.epoch = 0
         self._step = 0  # batches handed out in the current epoch (for state_dict)
         self._resume = 0  # where the next iter() starts: 0, or a load_state_dict step
@@ -318,7 +318,8 @@ class Loader:
                 f"backend={self.backend!r}, size={self.crop.size}, train={self.train})")
 
 
-def _per_channel(values, default, channels: int, name: str) -> tuple[float, ...]:
+def per_channel(values, default, channels: int, name: str) -> tuple[float, ...]:
+    """Per-channel normalisation values: a scalar or one per channel (None: `default`)."""
     if values is None:
         return tuple(default)
     values = tuple(float(v) for v in (values if hasattr(values, "__len__") else [values]))
@@ -326,7 +327,7 @@ def _per_channel(values, default, channels: int, name: str) -> tuple[float, ...]
         values = values * channels
     if len(values) != channels:
         raise ValueError(f"{name} needs {channels} value(s) (one per channel), got {len(values)}")
-    if name == "std" and min(values) <= 0:
+    if name.endswith("std") and min(values) <= 0:
         raise ValueError(f"std must be positive, got {values}")
     return values
 

@@ -101,6 +101,7 @@ def add_parsers(sub) -> None:
     t.add_argument("--ce-weight", type=float, default=0.1)
     t.add_argument("--amp", action="store_true", help="autocast (bfloat16 on CPU, float16 on CUDA)")
     t.add_argument("--no-plot", dest="plot", action="store_false", help="no plot.png (sweep cells)")
+    _gate_args(t)
     _common(t)
     t.add_argument("--out", required=True, help="run directory")
     t.set_defaults(func=cmd_train)
@@ -145,6 +146,49 @@ def add_parsers(sub) -> None:
 
 _PARSERS: dict[str, argparse.ArgumentParser] = {}
 
+# `augpipe train`'s teacher-gating options (augpipe.gate). Unset ones are left
+# out of the run's config, so runs without gating keep their identity (resume).
+GATE_OPTIONS = ("gate", "gate_teacher", "gate_teacher_arch", "gate_metric", "gate_threshold", "gate_keep_ratio",
+                "gate_fallback", "gate_feedback", "caps", "caps_threshold", "limits", "limits_min_accuracy",
+                "limits_drop")
+
+
+def _fallback(text: str):
+    return text if text == "half" else _magnitude(text)
+
+
+def _down_up(text: str) -> list[float]:
+    values = _floats(text)
+    if len(values) != 2:
+        raise argparse.ArgumentTypeError(f"expected DOWN,UP (two numbers), got {text!r}")
+    return values
+
+
+def _gate_args(t) -> None:
+    g = t.add_argument_group("teacher gating (augpipe.gate)")
+    g.add_argument("--gate", choices=("off", "fallback", "drop", "reweight"), default=None,
+                   help="score every training batch with --gate-teacher; the hard samples fall back to a lower "
+                        "magnitude, are dropped or re-weighted (default off)")
+    g.add_argument("--gate-teacher", default=None, metavar="RUN_OR_CHECKPOINT",
+                   help="a finished train run (directory or model.pt), a pickled model, TorchScript, or a state_dict")
+    g.add_argument("--gate-teacher-arch", default=None, metavar="MODEL[:WIDTH]",
+                   help="the model of a state_dict --gate-teacher, e.g. resnet20:2")
+    g.add_argument("--gate-metric", choices=("p_true", "margin", "entropy", "kl"), default=None,
+                   help="teacher score, higher = easier (default p_true)")
+    g.add_argument("--gate-threshold", type=float, default=None, help="hard: score below this")
+    g.add_argument("--gate-keep-ratio", type=float, default=None, help="hard: the lowest 1 - R of each batch")
+    g.add_argument("--gate-fallback", type=_fallback, default=None,
+                   help="magnitude for fallback, or 'half' (default 0)")
+    g.add_argument("--gate-feedback", type=_down_up, default=None, metavar="DOWN,UP",
+                   help="move per-sample caps: hard down by DOWN, easy up by UP")
+    g.add_argument("--caps", default=None, metavar="TABLE.npz", help="per-sample caps from `augpipe score`'s table")
+    g.add_argument("--caps-threshold", type=float, default=None, help="score threshold for --caps")
+    g.add_argument("--limits", default=None, metavar="REPORT.json",
+                   help="per-op limits from `augpipe report` (with --limits-min-accuracy or --limits-drop)")
+    bound = g.add_mutually_exclusive_group()
+    bound.add_argument("--limits-min-accuracy", type=float, default=None, help="limit each op where accuracy < A")
+    bound.add_argument("--limits-drop", type=float, default=None, help="limit each op where accuracy drops > D")
+
 
 def _command(kind: str, cfg: dict) -> str:
     """The command line as typed when run as `augpipe <kind> ...` (also via
@@ -185,7 +229,10 @@ def _run(fn, cfg: dict) -> None:
 def cmd_train(a) -> None:
     from .runs import run_train
 
-    _run(run_train, _config(a, "train"))
+    cfg = _config(a, "train")
+    if cfg.get("gate") == "off":
+        cfg["gate"] = None
+    _run(run_train, {k: v for k, v in cfg.items() if not (k in GATE_OPTIONS and v is None)})
 
 
 def cmd_prune(a) -> None:

@@ -43,7 +43,10 @@ def per_sample_loss(logits, labels, teacher_logits=None, kd: KD | None = None) -
 
 
 def reduce_loss(losses: torch.Tensor, weight=None) -> torch.Tensor:
-    """`(w * losses).sum() / len(w)`; the mean without weights."""
+    """`(w * losses).sum() / len(w)`; the mean without weights. An empty batch
+    (a gate dropped every sample) gives a zero loss that still has a graph."""
+    if losses.numel() == 0:
+        return losses.sum()
     if weight is None:
         return losses.mean()
     return (weight.to(losses.device, losses.dtype) * losses).sum() / len(losses)

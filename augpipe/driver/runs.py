@@ -36,7 +36,7 @@ def _setup(cfg: dict, command: str):
         print(f"{out}/ holds this run: resuming from its last checkpoint")
     device = torch.device(cfg["device"]) if cfg.get("device") not in (None, "auto") else distributed.default_device()
     loaders = make_loaders(data, batch_size=cfg["batch_size"], magnitude=cfg.get("magnitude_start", 0.0),
-                           seed=cfg["seed"], workers=cfg["workers"], policy=cfg["policy"], size=cfg["size"],
+                           seed=cfg["seed"], workers=cfg["workers"], policy=_policy(cfg), size=cfg["size"],
                            device=device)
     return out, data, device, loaders
 
@@ -74,17 +74,20 @@ def run_train(cfg: dict, command: str) -> dict:
     teacher = load_run_model(cfg["teacher"])[0] if cfg.get("teacher") else None
     kd = KD(cfg["kd_temperature"], cfg["kd_weight"], cfg["ce_weight"]) if teacher is not None else None
     on_batch, flush = _recorder(cfg, out)
+    gate, gating = _gating(cfg, loader)
     history = train(net, loader, cfg["epochs"], optimizer=cfg["optimizer"], lr=cfg["lr"], momentum=cfg["momentum"],
                     weight_decay=cfg["weight_decay"], lr_schedule=cfg["lr_schedule"], magnitude=cfg["magnitude"],
-                    teacher=teacher, kd=kd, val_loader=val, checkpoint_dir=out / "checkpoints", device=device,
-                    amp=cfg["amp"], progress=cfg["progress"], on_batch=on_batch)
+                    teacher=teacher, kd=kd, gate=gate, val_loader=val, checkpoint_dir=out / "checkpoints",
+                    device=device, amp=cfg["amp"], progress=cfg["progress"], on_batch=on_batch)
     flush()
+    if gate is not None:
+        _gated_per_epoch(gate, history, gating)
     if isinstance(net, AuxHeads):
         model = net.deploy()
     example = torch.zeros(1, *_input_shape(loader), device=device)
     report = {"command": command, "config": cfg, "model": model_arch(model), "params": count_params(model),
               "macs": count_macs(model, example)[0], "world_size": distributed.world_size(),
-              "history": history.epochs, "wall_s": time.perf_counter() - start}
+              "history": history.epochs, "wall_s": time.perf_counter() - start, **gating}
     for name, ld in (("val", val), ("test", test)):
         if ld is not None:
             report[name] = evaluate(model, ld, device)
@@ -99,6 +102,68 @@ def run_train(cfg: dict, command: str) -> dict:
                    + (f", test acc {acc:.4f}" if acc is not None else ""))
     _finish(out, report)
     return report
+
+
+def _policy(cfg: dict):
+    """The training policy: cfg["policy"], limited per op by a `augpipe report` (--limits)."""
+    if not cfg.get("limits"):
+        return cfg["policy"]
+    import json
+
+    from ..gate import limits_from_report
+    from ..policy import get_policy
+
+    path = Path(cfg["limits"])
+    if not path.is_file():
+        raise FileNotFoundError(f"--limits {path} does not exist (expected report.json from augpipe report)")
+    limits = limits_from_report(json.loads(path.read_text()), cfg.get("limits_min_accuracy"), cfg.get("limits_drop"))
+    return get_policy(cfg["policy"]).with_limits(limits)
+
+
+def _gating(cfg: dict, loader):
+    """(TeacherGate or None, report entries) for --caps, --limits and --gate."""
+    info = {}
+    if cfg.get("limits"):
+        info["limits"] = dict(loader.policy.limits)
+    if cfg.get("caps"):
+        from ..gate import DifficultyTable
+
+        if cfg.get("caps_threshold") is None:
+            raise ValueError("--caps needs --caps-threshold T (the score a sample must keep up to its cap)")
+        caps = DifficultyTable.load(cfg["caps"]).apply(loader, cfg["caps_threshold"], match="samples")
+        info["caps"] = {"table": cfg["caps"], "threshold": cfg["caps_threshold"], "mean": float(caps.mean()),
+                        "min": float(caps.min())}
+    options = [k for k in ("gate_teacher", "gate_teacher_arch", "gate_metric", "gate_threshold", "gate_keep_ratio",
+                           "gate_fallback", "gate_feedback") if cfg.get(k) is not None]
+    if not cfg.get("gate"):
+        if options:
+            raise ValueError(f"--{options[0].replace('_', '-')} needs --gate fallback|drop|reweight")
+        return None, info
+    if not cfg.get("gate_teacher"):
+        raise ValueError("--gate needs --gate-teacher RUN_OR_CHECKPOINT")
+    from ..gate import CapFeedback, TeacherGate
+    from ..gate.cli import teacher_from_args
+
+    teacher = teacher_from_args(cfg["gate_teacher"], cfg.get("gate_teacher_arch"), loader.dataset)
+    feedback = CapFeedback(*cfg["gate_feedback"]) if cfg.get("gate_feedback") else None
+    fallback = cfg.get("gate_fallback")
+    gate = TeacherGate(teacher, metric=cfg.get("gate_metric") or "p_true", threshold=cfg.get("gate_threshold"),
+                       keep_ratio=cfg.get("gate_keep_ratio"), action=cfg["gate"],
+                       fallback=0.0 if fallback is None else fallback, feedback=feedback, device=loader.device)
+    info["gate"] = {"gate": repr(gate), "teacher": gate.teacher.fingerprint()}
+    return gate, info
+
+
+def _gated_per_epoch(gate, history, gating: dict) -> None:
+    """Samples gated per epoch (all ranks) into the history and the report."""
+    totals: dict[int, list[int]] = {}
+    for per_epoch in distributed.all_gather_object(gate.per_epoch):
+        for epoch, (seen, gated) in per_epoch.items():
+            row = totals.setdefault(epoch, [0, 0])
+            row[0], row[1] = row[0] + seen, row[1] + gated
+    for record in history.epochs:
+        record["gated"] = totals.get(record["epoch"], [0, 0])[1]
+    gating["gate"].update(samples=sum(r[0] for r in totals.values()), gated=sum(r[1] for r in totals.values()))
 
 
 def run_prune(cfg: dict, command: str) -> dict:
