@@ -86,8 +86,11 @@ class Batch:
         return self.apply(move)
 
     def pin_memory(self, device=None) -> "Batch":
-        """Page-locked copies of every tensor (torch's pin_memory calls this)."""
-        return self.apply(lambda t: t.pin_memory())
+        """Page-locked copies of every tensor (torch's pin_memory calls this).
+        Without an accelerator there is nothing to pin for: the batch itself."""
+        if not torch.cuda.is_available():
+            return self
+        return self.apply(lambda t: t if t.is_cuda else t.pin_memory())
 
     def subset(self, keep) -> "Batch":
         """The samples selected by a bool mask or an index tensor, every field consistent."""

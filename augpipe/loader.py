@@ -262,9 +262,11 @@ class Loader:
             self._step += 1
             if self._gate is not None:
                 batch = self._gate(batch, self)
+            if self.epoch == epoch and self._step >= len(self):
+                # complete once its last batch is out (trainers that know len() never ask for
+                # one more): the next iter() is the next epoch, as FFCV does
+                self.epoch, self._step = epoch + 1, 0
             yield batch
-        if self.epoch == epoch and self._step >= len(self):
-            self.epoch, self._step = epoch + 1, 0  # next iter() is the next epoch, as FFCV does
 
     def close(self) -> None:
         """Stop worker processes now (otherwise they stop when the loader is
