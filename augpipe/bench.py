@@ -84,16 +84,17 @@ def tv_224(args, randaugment=True):
     return _tv_loader(Jpegs(), args)
 
 
-def augpipe_loader(args, data="32px", caps=False, backend="torch"):
-    """augpipe's Loader with RandAugment(2) on a bench data set (any backend)."""
+def augpipe_loader(args, data="32px", caps=False, backend="torch", randaugment=True, options=None):
+    """augpipe's Loader with RandAugment(2) (or crop + flip only) on a bench data set (any backend)."""
     import numpy as np
 
     from .loader import Loader
-    from .policy import RandAugment
+    from .policy import Identity, RandAugment
 
     source = benchdata.fashion_32(args["channels"]) if data == "32px" else benchdata.imagenet_like(args["data_root"])
-    loader = Loader(source, batch_size=args["batch"], policy=RandAugment(2), magnitude=args["magnitude"],
-                    backend=backend, num_workers=args["workers"], seed=0, size=32 if data == "32px" else 224)
+    loader = Loader(source, batch_size=args["batch"], policy=RandAugment(2) if randaugment else Identity(),
+                    magnitude=args["magnitude"], backend=backend, num_workers=args["workers"], seed=0,
+                    size=32 if data == "32px" else 224, backend_options=options)
     if caps:
         rng = np.random.default_rng(0)
         loader.set_caps(rng.uniform(0, args["magnitude"], len(loader.dataset)).astype(np.float32))
@@ -110,8 +111,10 @@ ROWS = {
     "224px": {
         "torchvision RRC+flip": lambda a: tv_224(a, randaugment=False),
         "torchvision RRC+flip+RandAugment": tv_224,
+        "augpipe-torch RRC+flip (no RandAugment)": lambda a: augpipe_loader(a, "224px", randaugment=False),
         "augpipe-torch RRC+flip+RandAugment": lambda a: augpipe_loader(a, "224px"),
         "augpipe-torch, per-sample caps": lambda a: augpipe_loader(a, "224px", caps=True),
+        "augpipe-torch, torchvision decoder": lambda a: augpipe_loader(a, "224px", options={"decoder": "torchvision"}),
     },
 }
 

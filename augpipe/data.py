@@ -267,6 +267,9 @@ class ArraySource(Source):
 _TORCHVISION_PREFIX = re.compile(r"^.*\.cpp:\d+, ")  # "decode_jpeg, /src/.../decode_jpeg.cpp:171, "
 
 
+KIND_UNREADABLE, KIND_JPEG, KIND_OTHER, KIND_TRUNCATED = 0, 1, 2, 3  # FolderSource.headers()
+
+
 class FolderSource(Source):
     """An ImageFolder-style tree: root/<class>/<image>, decoded on load.
 
@@ -316,7 +319,7 @@ class FolderSource(Source):
         # A numpy string array instead of a list of str: DataLoader workers
         # fork-share it without refcount writes dirtying every page.
         self._paths = np.array(paths)
-        self._sizes: np.ndarray | None = None
+        self._headers = None
         self.labels = np.array(labels, dtype=np.int64)
         self.labels.flags.writeable = False
 
@@ -333,18 +336,35 @@ class FolderSource(Source):
         """(N, 2) (height, width) from the file headers (PIL, no decoding),
         read once and kept. A header PIL cannot read gives (0, 0); `load`
         names the file when it is used."""
-        if self._sizes is None:
+        return self.headers()[0]
+
+    def headers(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What one pass over the file headers tells, read once and kept:
+        sizes (N, 2) int64 (height, width; 0 if unreadable), kinds (N,) int8
+        (KIND_* below) and file sizes (N,) int64 in bytes.
+
+        A JPEG (greyscale or YCbCr) is KIND_JPEG only if its last two bytes
+        are the end-of-image marker; one without it is KIND_TRUNCATED: cut
+        short, which decoding only the rows a crop needs would not notice."""
+        if self._headers is None:
             from PIL import Image
 
-            sizes = np.zeros((len(self), 2), np.int64)
+            n = len(self)
+            sizes, kinds, nbytes = np.zeros((n, 2), np.int64), np.zeros(n, np.int8), np.zeros(n, np.int64)
             for i, path in enumerate(self._paths):
+                path = str(path)
                 try:
-                    with Image.open(str(path)) as im:
+                    with open(path, "rb") as f, Image.open(f) as im:
                         sizes[i] = im.size[1], im.size[0]
+                        jpeg = im.format == "JPEG" and im.mode in ("RGB", "L")
+                        f.seek(-2, os.SEEK_END)
+                        tail = f.read(2)
+                        nbytes[i] = f.tell()
+                    kinds[i] = KIND_OTHER if not jpeg else KIND_JPEG if tail == b"\xff\xd9" else KIND_TRUNCATED
                 except Exception:  # PIL raises UnidentifiedImageError, OSError, SyntaxError...
-                    pass
-            self._sizes = sizes
-        return self._sizes
+                    kinds[i] = KIND_UNREADABLE
+            self._headers = sizes, kinds, nbytes
+        return self._headers
 
     def _digest(self, h) -> None:
         for p in self._paths:  # relative paths and sizes: the same folder copied elsewhere keeps its key

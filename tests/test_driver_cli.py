@@ -117,6 +117,16 @@ def test_bad_input_is_reported_by_name(trained, tmp_path, capsys):
     assert "not an augpipe run" in _cli_error(["train", *TINY, "--out", str(tmp_path / "full")], capsys)
 
 
+
+def test_a_run_from_before_an_option_existed_resumes(tmp_path):
+    from augpipe.driver.checkpoint import prepare_run_dir
+    assert prepare_run_dir(tmp_path / "r", {"kind": "train", "epochs": 2}, "augpipe train") is False
+    assert prepare_run_dir(tmp_path / "r", {"kind": "train", "epochs": 2, "gate": None}, "augpipe train") is True
+    with pytest.raises(ValueError, match="gate: None here, 'drop' now"):
+        prepare_run_dir(tmp_path / "r", {"kind": "train", "epochs": 2, "gate": "drop"}, "augpipe train")
+    with pytest.raises(ValueError, match="kind: 'train' here, 'prune' now"):
+        prepare_run_dir(tmp_path / "r", {"kind": "prune", "epochs": 2}, "augpipe prune")
+
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
     def command(out):
         return [sys.executable, "-m", "augpipe", "train", *TINY, "--val-size", "0", "--epochs", "6", "--out", str(out)]

@@ -258,3 +258,14 @@ def test_corrupt_stored_jpeg_names_the_sample(photo_beton, tmp_path):
                     shuffle=False)
     with pytest.raises(DecodeError, match=rf"corrupt\.beton\[{bad}\].*could not decode"):
         list(loader)
+
+
+def test_ffcv_leaves_numbas_shared_array_types_writable(fashion_beton):
+    # FFCV 1.0.2 sets .mutable = False on numba's interned array types; unpatched, every later
+    # compile in the process sees read-only uint8 arrays (TypingError / dispatcher KeyError).
+    import numba as nb
+    for os_cache in (True, False):
+        for _ in Loader(fashion_beton[1], batch_size=64, backend="ffcv", backend_options={"os_cache": os_cache}):
+            pass
+    for t in (nb.uint8[::1], nb.uint8[:, ::1], nb.uint64[::1], nb.uint32[::1]):
+        assert t.mutable, t

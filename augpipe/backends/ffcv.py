@@ -71,17 +71,47 @@ from ffcv.pipeline.operation import Operation
 from ffcv.pipeline.state import State
 from ffcv.transforms import Squeeze, ToDevice, ToTensor
 from ffcv.traversal_order.base import TraversalOrder
+from ffcv.memory_managers.os_cache import OSCacheManager
+from ffcv.memory_managers.process_cache.manager import ProcessCacheManager
+import numba as nb
 
 from ..batch import Batch
 from ..beton import BetonSource
 from ..contract import BackendContext
-from ..kernels.decode import dct_denominator, scale_box, scaled_size
-from ..kernels.jpeg import ERRORS, decode_box
+from ..kernels.jpeg import ERRORS
+from ..fused import finish_image, jpeg_to_image
 from ..kernels.live import address, live_f32, live_f64, live_i8, live_i64
-from ..kernels.resize import resize_box, resize_box_rgbx, resize_scratch_rgbx
-from ..opgen import compiled
+from ..kernels.resize import resize_box, resize_scratch_rgbx
 from ..ops import MAX_MAGNITUDE, SIGNED, param_tables
 from ..plan import plan_sample
+
+
+def _readonly(dtype, ndim: int = 1):
+    return nb.types.Array(dtype, ndim, "C", readonly=True)
+
+
+# FFCV 1.0.2's memory managers build their state types by setting `.mutable = False` on
+# numba's interned array types (`nb.uint8[::1]` is one object per process). That turns every
+# uint8/uint64 C array in the process read-only and changes the type's hash under the keys of
+# compiled-function tables: later compiles fail with "Cannot modify readonly array" or a
+# KeyError in numba's dispatcher (seen when an FFCV loader ran before another backend's
+# compiled code). The same types, made as new read-only types instead of mutated ones:
+OSCacheManager.state_type = property(
+    lambda self: nb.types.Tuple([_readonly(nb.uint8), nb.uint64[::1], nb.uint64[::1]]))
+
+
+def _os_cache_reader(self):
+    def read(address, mem_state):
+        size = mem_state[2][np.searchsorted(mem_state[1], address)]
+        return mem_state[0][address:address + size]
+
+    return Compiler.compile(read, _readonly(nb.uint8)(nb.uint64, self.state_type))
+
+
+OSCacheManager.compile_reader = _os_cache_reader
+ProcessCacheManager.state_type = property(
+    lambda self: nb.types.Tuple([_readonly(nb.uint8, 2), _readonly(nb.uint64), _readonly(nb.uint64),
+                                 _readonly(nb.uint32)]))
 
 _JPG = 0
 _EPOCH, _COUNTER = 0, 1
@@ -163,13 +193,9 @@ class PlanDecoder(SimpleRGBImageDecoder):
         # pipeline in the same process failed in numba's typing (KeyError in
         # Dispatcher.nopython_signatures, measured with numba 0.68).
         resize_box_c = _fresh(resize_box)
-        resize_rgbx_c = _fresh(resize_box_rgbx)
         plan_sample_c = _fresh(plan_sample)
-        decode_box_c = _fresh(decode_box)
-        dct_denominator_c = _fresh(dct_denominator)
-        scaled_size_c = _fresh(scaled_size)
-        scale_box_c = _fresh(scale_box)
-        apply_ops_c = _fresh(compiled().apply_sample_ops)
+        jpeg_to_image_c = _fresh(jpeg_to_image)
+        finish_image_c = _fresh(finish_image)
         seed = np.uint64(b.seed)
         crop = b.crop_params
         pol = b.policy
@@ -178,7 +204,7 @@ class PlanDecoder(SimpleRGBImageDecoder):
         has_ops = pol.kind != 0
         tables = param_tables(pol.space, b.size[0], b.size[1]).copy()  # a writeable copy: see _fresh
         fill = np.uint8(b.fill)
-        grey = b.channels == 1
+        channels = np.int64(b.channels)
         max_denom = np.int64(8 if b.dct_scale else 1)
         fast_dct = np.int64(0)  # the accurate IDCT: torchvision's decode_jpeg, bit for bit (as BetonSource)
         out_h, out_w = np.int64(b.size[0]), np.int64(b.size[1])
@@ -190,7 +216,6 @@ class PlanDecoder(SimpleRGBImageDecoder):
         threads, per_thread = np.int64(live.threads), np.int64(live.per_thread)
         dec_n, tmp_n, img_n = (np.int64(v) for v in b.scratch_sizes)
         rgb_n = out_h * out_w * 3
-        grey_n = out_h * out_w
         top_mag = MAX_MAGNITUDE
 
         def decode(batch_indices, my_storage, metadata, storage_state):
@@ -227,49 +252,20 @@ class PlanDecoder(SimpleRGBImageDecoder):
                     plan_out[i, 0] = used
                     plan_out[i, 1] = 0.0
                     data = mem_read(field["data_ptr"], storage_state)
-                    top, left, h, w = box[0], box[1], box[2], box[3]
                     if field["mode"] == _JPG:
-                        denom = dct_denominator_c(h, w, out_h, out_w, max_denom)
-                        if denom > 1:  # box >= 2x the output: inside the image
-                            scale_box_c(top, left, h, w, denom, scaled_size_c(height, denom),
-                                        scaled_size_c(width, denom), box)
-                            top, left, h, w = box[0], box[1], box[2], box[3]
-                        # decode the part of the box inside the image (padded crops reach outside)
-                        t0, l0 = max(top, 0), max(left, 0)
-                        t1, l1 = min(top + h, height), min(left + w, width)
-                        if t1 <= t0 or l1 <= l0:  # nothing inside: every pixel is fill
-                            t0, l0, t1, l1 = 0, 0, 1, 1
-                        rc = decode_box_c(data, t0, l0, t1 - t0, l1 - l0, denom, fast_dct, dec_buf, region, 4)
+                        rc = jpeg_to_image_c(data, height, width, box, region, max_denom, fast_dct, flip, fill,
+                                             dec_buf, tmp, image)
                         if rc != 0:  # reported after the loop; the sample stays black
                             plan_out[i, 1] = rc
                             destination[i][:] = 0
                             continue
-                        src = dec_buf[: (t1 - t0) * region[1] * 4].reshape((t1 - t0, region[1], 4))
-                        resize_rgbx_c(src, top - t0, left - region[0], h, w, flip, fill, image, tmp)
                     else:
                         nbytes = height * width * 3
                         dec_buf[:nbytes] = data[:nbytes]
                         src = dec_buf[:nbytes].reshape((height, width, 3))
-                        resize_box_c(src, top, left, h, w, flip, fill, image, tmp)
-                    out = destination[i]
-                    if grey:  # stored as R = G = B: keep one channel, run the ops on it
-                        g = pair[:grey_n].reshape((out_h, out_w, 1))
-                        for y in range(out_h):
-                            for x in range(out_w):
-                                g[y, x, 0] = image[y, x, 0]
-                        if has_ops:
-                            apply_ops_c(g, plan_ops[i], plan_mags[i], tables,
-                                        pair[grey_n:2 * grey_n].reshape((out_h, out_w, 1)))
-                        for y in range(out_h):
-                            for x in range(out_w):
-                                out[0, y, x] = g[y, x, 0]
-                    else:
-                        if has_ops:
-                            apply_ops_c(image, plan_ops[i], plan_mags[i], tables, pair[:rgb_n].reshape((out_h, out_w, 3)))
-                        for c in range(3):
-                            for y in range(out_h):
-                                for x in range(out_w):
-                                    out[c, y, x] = image[y, x, c]
+                        resize_box_c(src, box[0], box[1], box[2], box[3], flip, fill, image, tmp)
+                    finish_image_c(image, channels, plan_ops[i], plan_mags[i], tables, has_ops, pair,
+                                   destination[i])
             # Copy the plan into the ring outside the parallel loop: numba's parfor
             # pass drops stores to address-made views inside prange (measured).
             ring_ops = live_i8(ops_addr, slots * bsz * k_ops).reshape((slots * bsz, k_ops))

@@ -7,11 +7,19 @@ flip, then the policy's ops with the fused numba kernels. On CUDA the workers
 stop after the crop and the ops run batched on the GPU in the main process
 with the torch executor. The two executors are bit-identical.
 
-Workers are threads for in-memory sources on the CPU (every step of a batch
-runs in compiled code or torch with the GIL released, and threads need no
-inter-process copies: ~1.5x the images/s of processes at 32 px), and
-DataLoader processes otherwise (JPEG decoding, CUDA). Override with
-backend_options={"workers": "threads" | "processes"}. Worker processes are
+Image folders take a fast path by default (backends/folder.py): JPEG files
+are read straight into one compiled pass per sample (box-only decode, resize,
+flip, ops, CHW) with the same pixels as torchvision's decode + resize;
+backend_options={"decoder": "torchvision"} takes the torchvision path for
+every file, {"validate": "full"} decodes every JPEG once when the folder is
+first used, {"dct_scale": True} allows DCT-scaled decoding (faster on large
+images, not the torchvision pixels).
+
+Workers are threads for in-memory sources and the folder fast path on the CPU
+(every step of a batch runs in compiled code or torch with the GIL released,
+and threads need no inter-process copies: ~1.5x the images/s of processes at
+32 px), and DataLoader processes otherwise (the torchvision path, CUDA).
+Override with backend_options={"workers": "threads" | "processes"}. Worker processes are
 forked; pipelines of other backends that are garbage in the parent are never
 finalized in them (augpipe/forksafe.py).
 """
@@ -31,7 +39,7 @@ from ..build import BuildSpec, build_part
 from ..contract import BackendContext
 from ..exec_torch import apply_ops
 
-OPTIONS = {"workers"}
+OPTIONS = {"workers", "decoder", "validate", "dct_scale"}
 
 
 class BatchBuilder(Dataset):
@@ -74,13 +82,25 @@ class TorchBackend:
             raise ValueError(f"unknown torch backend options {sorted(unknown)}; known: {sorted(OPTIONS)}")
         self.ctx = ctx
         on_gpu = ctx.device.type == "cuda"
-        self.builder = BatchBuilder(ctx.spec, apply_ops=not on_gpu)
-        self.builder.parallel_ops = ctx.num_workers == 0
-        ctx.warm_up()  # compile before workers fork, so they inherit compiled code
-        default = "threads" if ctx.source.in_memory and not on_gpu else "processes"
+        self.decoder = ctx.options.get("decoder", "fused" if ctx.source.files else "torchvision")
+        if self.decoder not in ("fused", "torchvision") or (self.decoder == "fused" and not ctx.source.files):
+            raise ValueError(f"backend_options['decoder'] must be 'fused' (image files only) or 'torchvision', "
+                             f"got {self.decoder!r}")
+        fast = ctx.source.in_memory or self.decoder == "fused"
+        default = "threads" if fast and not on_gpu else "processes"
         self.workers = ctx.options.get("workers", default)
         if self.workers not in ("threads", "processes"):
             raise ValueError(f"backend_options['workers'] must be 'threads' or 'processes', got {self.workers!r}")
+        ctx.warm_up()  # compile before workers fork, so they inherit compiled code
+        if self.decoder == "fused":
+            from .folder import FolderBatches, screen, warm_up
+
+            bad = screen(ctx.spec, ctx.options.get("validate", "header"), ctx.errors)
+            self.builder = FolderBatches(ctx.spec, not on_gpu, bad, 8 if ctx.options.get("dct_scale") else 1)
+            warm_up(ctx.channels)
+        else:
+            self.builder = BatchBuilder(ctx.spec, apply_ops=not on_gpu)
+            self.builder.parallel_ops = ctx.num_workers == 0
         self._sampler = _Requests(ctx)
         self._dataloader = None
         self._pool = None

@@ -116,13 +116,15 @@ def prepare_run_dir(out, config: dict, command: str) -> bool:
     """
     out = Path(out)
     run_file = out / RUN_FILE
-    identity = {k: v for k, v in config.items() if k not in NOT_IDENTITY}
+    # An unset (None) option equals a missing one: a run started before an option existed resumes.
+    identity = {k: v for k, v in config.items() if k not in NOT_IDENTITY and v is not None}
     if run_file.is_file():
         saved = json.loads(run_file.read_text())
-        old = {k: v for k, v in saved.get("config", {}).items() if k not in NOT_IDENTITY}
+        old = {k: v for k, v in saved.get("config", {}).items() if k not in NOT_IDENTITY and v is not None}
         if saved.get("kind") != config.get("kind") or old != identity:
             diff = "; ".join(f"{k}: {old.get(k)!r} here, {identity.get(k)!r} now"
                              for k in sorted(set(old) | set(identity)) if old.get(k) != identity.get(k))
+            diff = diff or f"kind: {saved.get('kind')!r} here, {config.get('kind')!r} now"
             raise ValueError(f"{out}/ holds another run: {diff}. Use another --out, or delete {out}/ to start over")
         return True
     if out.exists() and (not out.is_dir() or any(p for p in out.iterdir() if not p.name.startswith("."))):

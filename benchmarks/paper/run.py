@@ -1,0 +1,190 @@
+"""The paper's experiments 2-4 with augpipe's CLI, after `1_sweep.sh`.
+
+    python benchmarks/paper/run.py prune    # experiment 2 (finding A): iterative pruning, 3 magnitude rules
+    python benchmarks/paper/run.py extra    # experiment 3 (finding B): extra parameters for small models
+    python benchmarks/paper/run.py gate     # experiment 4 (finding C): teacher gating, tables, per-op limits
+    python benchmarks/paper/run.py all      # the three, then `summarize.py`
+
+Every run is one `augpipe ...` command (printed, and recorded in the run's
+report.json); runs already finished (report.json present) are skipped, so a
+killed script is rerun as is. Two runs at a time, one thread each (2 cores).
+Choices that depend on experiment 1 (each size's best magnitude, the fitted
+capacity schedule, the teacher) are read from its results, which pick them
+on the validation split; the test split is only reported.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNS = Path(os.environ.get("AUGPIPE_RUNS", ROOT / "runs" / "paper"))
+SWEEP = RUNS / "sweep"
+AUGPIPE = str(ROOT / ".venv" / "bin" / "augpipe")
+ENV = {**os.environ, "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+SEEDS = (0, 1, 2)
+FEW_SEEDS = (0, 1)  # pruning and extra-parameter runs: two seeds to fit the compute budget (2 cores)
+JOBS = 2
+# the sweep's data and training settings, shared by every run here
+DATA = ["--data", "fashion-mnist", "--train-size", "4000", "--val-size", "2000", "--batch-size", "128",
+        "--workers", "0", "--no-progress"]
+
+
+def sweep() -> dict:
+    path = SWEEP / "results.json"
+    if not path.is_file():
+        sys.exit(f"{path} is missing: run benchmarks/paper/1_sweep.sh first")
+    return json.loads(path.read_text())
+
+
+def best_m(width: float) -> float:
+    return float(sweep()["summary"][f"{width:g}"]["best_magnitude"])
+
+
+def cell(width: float, magnitude: float, seed: int) -> Path:
+    return SWEEP / "cells" / f"w{width:g}-m{magnitude:g}-s{seed}"
+
+
+def execute(runs: list[tuple[Path, list[str]]]) -> None:
+    """Run `augpipe <argv>` for every (out, argv) not finished yet, JOBS at a time."""
+    todo = [(out, argv) for out, argv in runs if not (out / "report.json").is_file()]
+    print(f"{len(runs)} runs, {len(runs) - len(todo)} done, {len(todo)} to run", flush=True)
+
+    def one(job):
+        out, argv = job
+        out.parent.mkdir(parents=True, exist_ok=True)
+        command = [AUGPIPE, *argv]
+        start = time.perf_counter()
+        with open(out.parent / f"{out.name}.log", "w") as log:
+            log.write("$ " + shlex.join(["augpipe", *argv]) + "\n")
+            log.flush()
+            rc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=ENV, cwd=ROOT).returncode
+        print(f"  {'ok ' if rc == 0 else 'FAILED'} {out.relative_to(RUNS)} ({time.perf_counter() - start:.0f} s)",
+              flush=True)
+        return rc
+
+    with ThreadPoolExecutor(JOBS) as pool:
+        failed = sum(rc != 0 for rc in pool.map(one, todo))
+    if failed:
+        sys.exit(f"{failed} runs failed: see the .log beside each run directory")
+
+
+# ------------------------------------------------------------ experiment 2
+PRUNE_WIDTH = 1.0
+PRUNE = ["--target", "0.9", "--rounds", "4", "--steps", "geometric", "--finetune-epochs", "8", "--lr", "0.01",
+         "--workers", "0", "--no-progress"]
+
+
+def prune_runs() -> list[tuple[Path, list[str]]]:
+    dense_m = best_m(PRUNE_WIDTH)
+    rules = {"capacity": ["--magnitude", "capacity", "--schedule", str(SWEEP / "schedule.json")],
+             "constant": ["--magnitude", f"{dense_m:g}"], "zero": ["--magnitude", "0"]}
+    if dense_m == 0:
+        del rules["constant"]  # the dense model's best is 0: the constant rule is the zero rule
+    runs = []
+    for method in ("l1-unstructured", "channel"):
+        for rule, args in rules.items():
+            for s in FEW_SEEDS:
+                out = RUNS / "prune" / f"{method}-{rule}-s{s}"
+                runs.append((out, ["prune", "--from", str(cell(PRUNE_WIDTH, dense_m, s)), "--method", method,
+                                   *args, *PRUNE, "--out", str(out)]))
+    return runs
+
+
+# ------------------------------------------------------------ experiment 3
+SMALL = (0.25, 0.5)
+DENSE = 1.0
+STRONG = 14
+
+
+def extra_runs() -> list[tuple[Path, list[str]]]:
+    sizes = {w: sweep()["summary"][f"{w:g}"]["params"] for w in (*SMALL, DENSE)}
+    runs = []
+    for w in SMALL:
+        target = round(1 - sizes[w] / sizes[DENSE], 4)  # the dense model pruned to the small one's parameters
+        for s in FEW_SEEDS:
+            out = RUNS / "extra" / f"dense-strong-prune-weak-w{w:g}-s{s}"
+            runs.append((out, ["prune", "--from", str(cell(DENSE, STRONG, s)), "--method", "channel",
+                               "--target", str(target), "--rounds", "3", "--steps", "geometric", "--magnitude", "0",
+                               "--finetune-epochs", "10", "--lr", "0.01", "--workers", "0", "--no-progress",
+                               "--out", str(out)]))
+            out = RUNS / "extra" / f"aux-heads-strong-w{w:g}-s{s}"
+            runs.append((out, ["train", "--model", "cnn", "--width", f"{w:g}", "--magnitude", str(STRONG),
+                               "--aux-heads", "0.3", "--seed", str(s), "--epochs", "30", "--lr", "0.1", *DATA,
+                               "--out", str(out)]))
+    return runs
+
+
+# ------------------------------------------------------------ experiment 4
+STUDENT = 0.25
+GATE_M = (30,)  # where the sweep measured the largest harm to the student
+THRESHOLD = "0.5"  # p_true: the teacher no longer prefers the label at even odds
+
+
+def teacher() -> Path:
+    summary = sweep()["summary"]
+    largest = max(summary.values(), key=lambda r: r["params"])
+    return cell(largest["width"], largest["best_magnitude"], 0)
+
+
+def gate_prep_runs() -> list[tuple[Path, list[str]]]:
+    t = str(teacher())
+    table, report = RUNS / "gate" / "table", RUNS / "gate" / "report"
+    return [(table, ["score", "fashion-mnist", "--teacher", t, "--out", str(table / "table.npz"),
+                     "--magnitudes", ",".join(str(m) for m in range(0, 31, 5)), "--views", "1"]),
+            (report, ["report", "fashion-mnist", "--teacher", t, "--out", str(report), "--samples", "1000"])]
+
+
+def gate_runs() -> list[tuple[Path, list[str]]]:
+    t = str(teacher())
+    variants = {
+        "fallback": ["--gate", "fallback", "--gate-teacher", t, "--gate-threshold", THRESHOLD, "--gate-fallback", "0"],
+        "drop": ["--gate", "drop", "--gate-teacher", t, "--gate-threshold", THRESHOLD],
+        "reweight": ["--gate", "reweight", "--gate-teacher", t, "--gate-threshold", THRESHOLD],
+        "table-caps": ["--caps", str(RUNS / "gate" / "table" / "table.npz"), "--caps-threshold", THRESHOLD],
+        "op-limits": ["--limits", str(RUNS / "gate" / "report" / "report.json"), "--limits-drop", "0.1"],
+    }
+    runs = []
+    for m in GATE_M:
+        for name, args in variants.items():
+            for s in SEEDS:
+                out = RUNS / "gate" / f"{name}-m{m}-s{s}"
+                runs.append((out, ["train", "--model", "cnn", "--width", f"{STUDENT:g}", "--magnitude", str(m),
+                                   "--seed", str(s), "--epochs", "30", "--lr", "0.1", *DATA, *args,
+                                   "--out", str(out)]))
+    return runs
+
+
+def _prepared(runs):
+    """Score and report write no report.json of their own: mark them done by their outputs."""
+    for out, argv in runs:
+        done = out / ("table.npz" if argv[0] == "score" else "report.json")
+        if done.is_file() and argv[0] == "score" and not (out / "report.json").is_file():
+            (out / "report.json").write_text(json.dumps({"command": "augpipe " + shlex.join(argv)}) + "\n")
+    return runs
+
+
+def main(which: str) -> None:
+    if which in ("prune", "all"):
+        execute(prune_runs())
+    if which in ("extra", "all"):
+        execute(extra_runs())
+    if which in ("gate", "all"):
+        prep = _prepared(gate_prep_runs())
+        execute(prep)
+        _prepared(prep)
+        execute(gate_runs())
+    if which == "all":
+        subprocess.run([sys.executable, str(Path(__file__).with_name("summarize.py"))], check=True, cwd=ROOT)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or sys.argv[1] not in ("prune", "extra", "gate", "all"):
+        sys.exit(__doc__)
+    main(sys.argv[1])
