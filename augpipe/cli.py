@@ -33,7 +33,8 @@ def cmd_bench(a) -> None:
     from . import bench
 
     command = "augpipe " + " ".join(shlex.quote(x) for x in sys.argv[1:])
-    print(bench.run(a.images, a.workers, a.batch_size, a.magnitude, a.channels, a.repeats, a.out,
+    images = a.images or (61440 if a.data == "32px" else 4096)
+    print(bench.run(images, a.workers, a.batch_size, a.magnitude, a.channels, a.repeats, a.out,
                     backend=a.backend, data=a.data, data_root=a.data_root, command=command))
 
 
@@ -92,7 +93,8 @@ def main(argv=None) -> None:
     s.set_defaults(func=cmd_show)
 
     b = sub.add_parser("bench", help="throughput table against torchvision's RandAugment (and FFCV, DALI)")
-    b.add_argument("--images", type=int, default=61440, help="images timed per run (after warm-up)")
+    b.add_argument("--images", type=int, default=None,
+                   help="images timed per run, after warm-up (default: 61,440 at 32px, 4,096 at 224px)")
     b.add_argument("--workers", type=int, default=2)
     b.add_argument("--batch-size", type=int, default=256)
     b.add_argument("--magnitude", type=float, default=9.0)

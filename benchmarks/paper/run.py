@@ -29,7 +29,7 @@ SWEEP = RUNS / "sweep"
 AUGPIPE = str(ROOT / ".venv" / "bin" / "augpipe")
 ENV = {**os.environ, "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 SEEDS = (0, 1, 2)
-FEW_SEEDS = (0, 1)  # pruning and extra-parameter runs: two seeds to fit the compute budget (2 cores)
+FEW_SEEDS = (0, 1)  # pruning, extra-parameter and gating runs: two seeds to fit the compute budget (2 cores)
 JOBS = 2
 # the sweep's data and training settings, shared by every run here
 DATA = ["--data", "fashion-mnist", "--train-size", "4000", "--val-size", "2000", "--batch-size", "128",
@@ -153,7 +153,7 @@ def gate_runs() -> list[tuple[Path, list[str]]]:
     runs = []
     for m in GATE_M:
         for name, args in variants.items():
-            for s in SEEDS:
+            for s in FEW_SEEDS:
                 out = RUNS / "gate" / f"{name}-m{m}-s{s}"
                 runs.append((out, ["train", "--model", "cnn", "--width", f"{STUDENT:g}", "--magnitude", str(m),
                                    "--seed", str(s), "--epochs", "30", "--lr", "0.1", *DATA, *args,
@@ -171,15 +171,15 @@ def _prepared(runs):
 
 
 def main(which: str) -> None:
-    if which in ("prune", "all"):
-        execute(prune_runs())
-    if which in ("extra", "all"):
-        execute(extra_runs())
     if which in ("gate", "all"):
         prep = _prepared(gate_prep_runs())
         execute(prep)
         _prepared(prep)
         execute(gate_runs())
+    if which in ("prune", "all"):
+        execute(prune_runs())
+    if which in ("extra", "all"):
+        execute(extra_runs())
     if which == "all":
         subprocess.run([sys.executable, str(Path(__file__).with_name("summarize.py"))], check=True, cwd=ROOT)
 
