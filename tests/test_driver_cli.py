@@ -118,6 +118,20 @@ def test_bad_input_is_reported_by_name(trained, tmp_path, capsys):
 
 
 
+
+def test_a_failing_sweep_cell_is_named_and_the_others_are_recorded(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    argv = ["sweep", "--model", "cnn", "--widths", "0.25", "--magnitudes", "0,9", "--seeds", "1", "--epochs", "1",
+            "--train-size", "256", "--val-size", "128", "--test-size", "200", "--out", str(sweep)]
+    main(argv)
+    for name in ("w0.25-m0-s0", "w0.25-m9-s0"):  # as if the sweep was killed before recording them
+        (sweep / "cells" / f"{name}.json").unlink()
+    run = sweep / "cells" / "w0.25-m9-s0" / "run.json"  # and one cell's directory now holds another run
+    run.write_text(run.read_text().replace('"epochs": 1', '"epochs": 5'))
+    message = _cli_error(argv, capsys)
+    assert "1 sweep cells failed" in message and "w0.25-m9-s0: " in message and "holds another run" in message
+    assert (sweep / "cells" / "w0.25-m0-s0.json").is_file() and not (sweep / "cells" / "w0.25-m9-s0.json").exists()
+
 def test_a_run_from_before_an_option_existed_resumes(tmp_path):
     from augpipe.driver.checkpoint import prepare_run_dir
     assert prepare_run_dir(tmp_path / "r", {"kind": "train", "epochs": 2}, "augpipe train") is False

@@ -76,14 +76,25 @@ def run_sweep(cfg: dict, command: str) -> dict:
         checkpoint.write_json(cell, out / "cells" / f"{name}.json")
         print(f"  {name}: val {cell['val_accuracy']}, test {cell['test_accuracy']} ({cell['wall_s']:.0f} s)")
 
+    # A failing cell is reported at the end; the others still run and are recorded (a rerun retries it).
+    failed: dict[str, str] = {}
     if cfg["jobs"] <= 1:
         for name in todo:
-            done(name, _run_cell(cells[name]["argv"], None))
+            try:
+                done(name, _run_cell(cells[name]["argv"], None))
+            except (ValueError, FileNotFoundError, RuntimeError) as err:
+                failed[name] = str(err)
     else:
         with ProcessPoolExecutor(cfg["jobs"], mp_context=get_context("spawn")) as pool:
             futures = {pool.submit(_run_cell, cells[name]["argv"], 1): name for name in todo}
             for future in as_completed(futures):
-                done(futures[future], future.result())
+                try:
+                    done(futures[future], future.result())
+                except Exception as err:  # the cell's own error, raised in its worker process
+                    failed[futures[future]] = f"{type(err).__name__}: {err}"
+    if failed:
+        raise ValueError(f"{len(failed)} sweep cells failed (the others are recorded; rerun to retry): " +
+                         "; ".join(f"{n}: {e}" for n, e in failed.items()))
     records = [json.loads((out / "cells" / f"{n}.json").read_text()) for n in cells]
     return summarise(records, out, cfg, command)
 
