@@ -245,6 +245,9 @@ def finding_c(out: Path, lines: list[str], data: dict, sweep_test: dict) -> None
             lines.append(f"| {m} | {key.rsplit('-m', 1)[0]} | {fmt(r['test'])} | {gated} |")
             if base is not None:
                 verdicts.append(compare(r["test"], base, f"M={m}: {key.rsplit('-m', 1)[0]} vs ungated"))
+            if sweep_test.get((student, 0.0)) is not None:
+                verdicts.append(compare(r["test"], sweep_test[student, 0.0],
+                                        f"M={m}: {key.rsplit('-m', 1)[0]} vs no augmentation (M=0, ungated)"))
         weak = sweep_test.get((student, 0.0))
         lines.append(f"| 0 | none (sweep), for reference | {fmt(weak)} | — |")
     example = next(iter(rows.values()))["commands"][0]
