@@ -4,6 +4,10 @@
     python benchmarks/paper/run.py extra    # experiment 3 (finding B): extra parameters for small models
     python benchmarks/paper/run.py gate     # experiment 4 (finding C): teacher gating, tables, per-op limits
     python benchmarks/paper/run.py all      # the three, then `summarize.py`
+    python benchmarks/paper/run.py all --device cuda   # options after the name go to every augpipe command
+
+On a GPU machine, keep its runs apart: AUGPIPE_RUNS=runs/paper-cuda for the
+runs; the summary then goes to benchmarks/paper/results-paper-cuda.
 
 Every run is one `augpipe ...` command (printed, and recorded in the run's
 report.json); runs already finished (report.json present) are skipped, so a
@@ -26,10 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = Path(os.environ.get("AUGPIPE_RUNS", ROOT / "runs" / "paper"))
 SWEEP = RUNS / "sweep"
-AUGPIPE = str(ROOT / ".venv" / "bin" / "augpipe")
+AUGPIPE = [sys.executable, "-m", "augpipe"]  # this interpreter's augpipe (run it with the venv's python)
 ENV = {**os.environ, "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 SEEDS = (0, 1, 2)
-FEW_SEEDS = (0, 1)  # pruning, extra-parameter and gating runs: two seeds to fit the compute budget (2 cores)
 JOBS = 2
 # the sweep's data and training settings, shared by every run here
 DATA = ["--data", "fashion-mnist", "--train-size", "4000", "--val-size", "2000", "--batch-size", "128",
@@ -51,6 +54,9 @@ def cell(width: float, magnitude: float, seed: int) -> Path:
     return SWEEP / "cells" / f"w{width:g}-m{magnitude:g}-s{seed}"
 
 
+EXTRA: list[str] = []  # options given after the experiment's name, appended to every command
+
+
 def execute(runs: list[tuple[Path, list[str]]]) -> None:
     """Run `augpipe <argv>` for every (out, argv) not finished yet, JOBS at a time."""
     todo = [(out, argv) for out, argv in runs if not (out / "report.json").is_file()]
@@ -58,8 +64,9 @@ def execute(runs: list[tuple[Path, list[str]]]) -> None:
 
     def one(job):
         out, argv = job
+        argv = [a.replace(f"{ROOT}/", "") for a in argv] + EXTRA  # checkout-relative paths (cwd=ROOT)
         out.parent.mkdir(parents=True, exist_ok=True)
-        command = [AUGPIPE, *argv]
+        command = [*AUGPIPE, *argv]
         start = time.perf_counter()
         with open(out.parent / f"{out.name}.log", "w") as log:
             log.write("$ " + shlex.join(["augpipe", *argv]) + "\n")
@@ -90,7 +97,7 @@ def prune_runs() -> list[tuple[Path, list[str]]]:
     runs = []
     for method in ("l1-unstructured", "channel"):
         for rule, args in rules.items():
-            for s in FEW_SEEDS:
+            for s in SEEDS:
                 out = RUNS / "prune" / f"{method}-{rule}-s{s}"
                 runs.append((out, ["prune", "--from", str(cell(PRUNE_WIDTH, dense_m, s)), "--method", method,
                                    *args, *PRUNE, "--out", str(out)]))
@@ -108,7 +115,7 @@ def extra_runs() -> list[tuple[Path, list[str]]]:
     runs = []
     for w in SMALL:
         target = round(1 - sizes[w] / sizes[DENSE], 4)  # the dense model pruned to the small one's parameters
-        for s in FEW_SEEDS:
+        for s in SEEDS:
             out = RUNS / "extra" / f"dense-strong-prune-weak-w{w:g}-s{s}"
             runs.append((out, ["prune", "--from", str(cell(DENSE, STRONG, s)), "--method", "channel",
                                "--target", str(target), "--rounds", "3", "--steps", "geometric", "--magnitude", "0",
@@ -123,7 +130,7 @@ def extra_runs() -> list[tuple[Path, list[str]]]:
 
 # ------------------------------------------------------------ experiment 4
 STUDENT = 0.25
-GATE_M = (30,)  # where the sweep measured the largest harm to the student
+GATE_M = (14, 30)  # the paper's strong magnitude, and where the sweep measured the largest harm
 THRESHOLD = "0.5"  # p_true: the teacher no longer prefers the label at even odds
 
 
@@ -153,7 +160,7 @@ def gate_runs() -> list[tuple[Path, list[str]]]:
     runs = []
     for m in GATE_M:
         for name, args in variants.items():
-            for s in FEW_SEEDS:
+            for s in SEEDS:
                 out = RUNS / "gate" / f"{name}-m{m}-s{s}"
                 runs.append((out, ["train", "--model", "cnn", "--width", f"{STUDENT:g}", "--magnitude", str(m),
                                    "--seed", str(s), "--epochs", "30", "--lr", "0.1", *DATA, *args,
@@ -185,6 +192,7 @@ def main(which: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2 or sys.argv[1] not in ("prune", "extra", "gate", "all"):
+    if len(sys.argv) < 2 or sys.argv[1] not in ("prune", "extra", "gate", "all"):
         sys.exit(__doc__)
+    EXTRA[:] = sys.argv[2:]
     main(sys.argv[1])

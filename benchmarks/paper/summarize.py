@@ -3,6 +3,8 @@
 
     python benchmarks/paper/summarize.py [--out benchmarks/paper/results]
 
+(AUGPIPE_RUNS=runs/paper-cuda writes to benchmarks/paper/results-paper-cuda.)
+
 Writes results.md (tables: mean ± std over seeds, test accuracy unless said),
 results.json (every number in the tables, and the command of each run) and
 the plots. A verdict compares two settings by the difference of their means
@@ -24,10 +26,18 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = Path(os.environ.get("AUGPIPE_RUNS", ROOT / "runs" / "paper"))
+# runs kept apart (AUGPIPE_RUNS=runs/paper-cuda on a GPU machine) get their own results folder
+OUT = ROOT / "benchmarks" / "paper" / ("results" if RUNS.resolve() == (ROOT / "runs" / "paper").resolve()
+                                       else f"results-{RUNS.name}")
 
 
 def load(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    report = json.loads(path.read_text())
+    if isinstance(report.get("command"), str):  # older runs recorded absolute paths: make them checkout-relative
+        report["command"] = report["command"].replace(f"{ROOT}/", "")
+    return report
 
 
 def stats(values: list[float]) -> dict:
@@ -44,7 +54,7 @@ def compare(a: dict, b: dict, what: str) -> dict:
     """a minus b, with Welch's t over the seeds."""
     diff = a["mean"] - b["mean"]
     se = math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"])
-    t = diff / se if se > 0 else float("inf") * np.sign(diff)
+    t = diff / se if se > 0 else (0.0 if diff == 0 else math.copysign(math.inf, diff))
     verdict = ("higher" if diff > 0 else "lower") if abs(t) >= 2 else "within seed noise"
     return {"what": what, "diff": diff, "t": t, "verdict": verdict}
 
@@ -58,21 +68,24 @@ def runs_matching(folder: Path, prefix: str) -> list[dict]:
 
 
 # ------------------------------------------------------------------ finding A: sweep
-def finding_a(out: Path, lines: list[str], data: dict) -> dict:
-    sweep = load(RUNS / "sweep" / "results.json")
+def finding_a(out: Path, lines: list[str], data: dict, folder: str = "sweep",
+              title: str = "## Finding A: the best magnitude grows with model size\n") -> dict:
+    sweep = load(RUNS / folder / "results.json")
     if sweep is None:
-        lines.append("Experiment 1 has not run (runs/paper/sweep/results.json is missing).\n")
+        name = title.strip("# \n")
+        lines.append(f"{name}: not run (runs/paper/{folder}/results.json is missing).\n")
         return {}
     cells = sweep["cells"]
     widths = sorted({c["width"] for c in cells})
     ms = sorted({c["magnitude"] for c in cells})
     test = {(w, m): stats([c["test_accuracy"] for c in cells if c["width"] == w and c["magnitude"] == m])
             for w in widths for m in ms}
-    lines += ["## Finding A: the best magnitude grows with model size\n",
+    seeds_n = len({c["seed"] for c in cells})
+    lines += [title,
               f"`{sweep['command']}`\n",
               "Validation accuracy (picks the best M; from the sweep's table.md):\n",
-              (RUNS / "sweep" / "table.md").read_text(), "",
-              "Test accuracy (10,000 images), mean ± std over 3 seeds:\n",
+              (RUNS / folder / "table.md").read_text(), "",
+              f"Test accuracy (the held-out test split), mean ± std over {seeds_n} seeds:\n",
               "| width | params | " + " | ".join(f"M={m:g}" for m in ms) + " |",
               "|---:|---:|" + "---:|" * len(ms)]
     for w in widths:
@@ -84,33 +97,52 @@ def finding_a(out: Path, lines: list[str], data: dict) -> dict:
         best = sweep["summary"][f"{w:g}"]["best_magnitude"]
         verdicts.append(compare(test[w, best], test[w, max(ms)],
                                 f"width {w:g}: best M={best:g} vs M={max(ms):g} (test)"))
-        verdicts.append(compare(test[w, ms[0]], test[w, 9.0 if 9.0 in ms else ms[len(ms) // 2]],
-                                f"width {w:g}: M=0 vs M=9 (test)"))
+        mid = 9.0 if 9.0 in ms else ms[len(ms) // 2]
+        verdicts.append(compare(test[w, ms[0]], test[w, mid], f"width {w:g}: M={ms[0]:g} vs M={mid:g} (test)"))
     # The harm of strong augmentation, paired by seed (same data order and init per seed), per size.
     def seeds(w, m):
         return {c["seed"]: c["test_accuracy"] for c in cells if c["width"] == w and c["magnitude"] == m}
 
     harm = {}
-    for m in (14.0, max(ms)):
+    strong = sorted({14.0, max(ms)} & set(ms))
+    for m in strong:
         for w in widths:
             a, b = seeds(w, ms[0]), seeds(w, m)
             harm[w, m] = stats([a[s] - b[s] for s in sorted(a) if s in b])
         verdicts.append(compare(harm[widths[0], m], harm[widths[-1], m],
                                 f"loss from M={ms[0]:g} to M={m:g}: width {widths[0]:g} minus width {widths[-1]:g}"))
     lines += ["", "Test accuracy lost from M=0 (paired by seed): " + "; ".join(
-        f"width {w:g}: {harm[w, 14.0]['mean'] * 100:.2f} points at M=14, {harm[w, max(ms)]['mean'] * 100:.2f} at M={max(ms):g}"
+        f"width {w:g}: " + ", ".join(f"{harm[w, m]['mean'] * 100:.2f} points at M={m:g}" for m in strong)
         for w in widths) + "."]
     lines += ["", "Best magnitude by validation accuracy: " + ", ".join(
         f"width {w:g} ({sweep['summary'][f'{w:g}']['params']:,} params) → M={sweep['summary'][f'{w:g}']['best_magnitude']:g}"
         for w in widths) + ".", ""]
     lines += [verdict_line(v) for v in verdicts] + [""]
     for name in ("plot.png", "schedule.json", "table.md"):
-        if (RUNS / "sweep" / name).is_file():
-            shutil.copy(RUNS / "sweep" / name, out / f"sweep-{name}")
-    lines.append("![accuracy against magnitude](sweep-plot.png)\n")
-    data["sweep"] = {"command": sweep["command"], "summary": sweep["summary"],
-                     "test": {f"w{w:g}-m{m:g}": s for (w, m), s in test.items()}, "verdicts": verdicts}
+        if (RUNS / folder / name).is_file():
+            shutil.copy(RUNS / folder / name, out / f"{folder}-{name}")
+    lines.append(f"![accuracy against magnitude]({folder}-plot.png)\n")
+    data[folder] = {"command": sweep["command"], "summary": sweep["summary"],
+                     "test": {f"w{w:g}-m{m:g}": s for (w, m), s in test.items()},
+                     "harm": {f"w{w:g}-m{m:g}": s for (w, m), s in harm.items()}, "verdicts": verdicts}
     return test
+
+
+def more_data(out: Path, lines: list[str], data: dict) -> None:
+    """The sweep again on 4x the training images: does the regime explain experiment 1?"""
+    if not finding_a(out, lines, data, "sweep-16k",
+                     "### Finding A with 4× the training data (16,000 images): a check on the regime\n"):
+        return
+    if "sweep" not in data:
+        return
+    verdicts = []
+    for key, harm in data["sweep-16k"]["harm"].items():
+        if key in data["sweep"]["harm"]:
+            w, m = key[1:].split("-m")
+            verdicts.append(compare(harm, data["sweep"]["harm"][key],
+                                    f"width {w}: test points lost from M=0 to M={m}, 16,000 images minus 4,000"))
+    lines += ["Does more data shrink the harm of strong augmentation?\n"] + [verdict_line(v) for v in verdicts] + [""]
+    data["sweep-16k"]["against-4k"] = verdicts
 
 
 def finding_a_pruning(out: Path, lines: list[str], data: dict) -> None:
@@ -260,20 +292,48 @@ def finding_c(out: Path, lines: list[str], data: dict, sweep_test: dict) -> None
     data["gate"] = {"rows": rows, "verdicts": verdicts}
 
 
+def raw_runs() -> list[dict]:
+    """Every run behind the tables: experiment, seed, epochs, wall time, final numbers, command."""
+    rows = []
+    for experiment, folder in (("1-sweep", "sweep"), ("1b-sweep-16k", "sweep-16k")):
+        for c in (load(RUNS / folder / "results.json") or {}).get("cells", []):
+            rows.append({"experiment": experiment, **c})
+    for experiment, folder in (("2-prune", "prune"), ("3-extra", "extra"), ("4-gate", "gate")):
+        for path in sorted((RUNS / folder).glob("*-s*/report.json")):
+            r = load(path)
+            config = r.get("config") or {}
+            epochs = (config["epochs"] if "epochs" in config
+                      else config.get("finetune_epochs", 0) * config.get("rounds", 0))
+            rows.append({"experiment": experiment, "run": path.parent.name, "seed": config.get("seed"),
+                         "epochs": epochs, "params": r.get("params") or (r.get("rounds") or [{}])[-1].get("params"),
+                         "test_accuracy": r["test"]["accuracy"],
+                         "val_accuracy": (r.get("val") or (r.get("rounds") or [{}])[-1]).get("accuracy"),
+                         "wall_s": r.get("wall_s"), "command": r["command"]})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "paper" / "results"))
+    parser.add_argument("--out", default=str(OUT), help=f"default: {OUT.relative_to(ROOT)}")
     out = Path(parser.parse_args().out)
     out.mkdir(parents=True, exist_ok=True)
+    config = (load(RUNS / "sweep" / "results.json") or {}).get("config", {})
     lines = ["# The paper's observations, reproduced on Fashion-MNIST with augpipe\n",
-             "Generated by `python benchmarks/paper/summarize.py` from the runs of `benchmarks/paper/1_sweep.sh` "
-             "and `benchmarks/paper/run.py all`. SmallCNN on a seeded 4,000-image subset of Fashion-MNIST's "
-             "training split (2,000 more for validation), RandAugment(2, M), SGD, 30 epochs; CPU.\n"]
+             "Generated by `python benchmarks/paper/summarize.py` from the runs of `benchmarks/paper/1_sweep.sh`, "
+             "`benchmarks/paper/run.py all` and `benchmarks/paper/5_more_data.sh`. SmallCNN on a seeded "
+             f"{config.get('train_size') or 0:,}-image subset of Fashion-MNIST's training split "
+             f"({config.get('val_size') or 0:,} more for validation), RandAugment(2, M), SGD, "
+             f"{config.get('epochs', '?')} epochs, unless a section says otherwise.\n"]
     data: dict = {}
     sweep_test = finding_a(out, lines, data)
+    more_data(out, lines, data)
     finding_a_pruning(out, lines, data)
     finding_b(lines, data, sweep_test)
     finding_c(out, lines, data, sweep_test)
+    data["runs"] = raw_runs()
+    hours = sum(r["wall_s"] or 0 for r in data["runs"]) / 3600
+    lines.append(f"{len(data['runs'])} training runs, {hours:.1f} CPU-hours of wall time in all "
+                 "(two at a time on 2 cores); each run's seed, epochs, wall time and command: results.json, `runs`.\n")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     (out / "results.json").write_text(json.dumps(data, indent=1, default=float) + "\n")
     print("\n".join(lines))
