@@ -188,21 +188,13 @@ class PlanDecoder(SimpleRGBImageDecoder):
         b, live = self.b, self.b.live
         mem_read = self.memory_read
         my_range = Compiler.get_iterator()
-        # Fresh dispatchers per generated pipeline, as FFCV does for its own
-        # callees: calling the module-level dispatchers from a second compiled
-        # pipeline in the same process failed in numba's typing (KeyError in
-        # Dispatcher.nopython_signatures, measured with numba 0.68).
-        resize_box_c = _fresh(resize_box)
-        plan_sample_c = _fresh(plan_sample)
-        jpeg_to_image_c = _fresh(jpeg_to_image)
-        finish_image_c = _fresh(finish_image)
         seed = np.uint64(b.seed)
         crop = b.crop_params
         pol = b.policy
         kind, pool, num_ops, draw = np.int64(pol.kind), pol.pool, np.int64(pol.num_ops), pol.draw_magnitude
         sub_ops, sub_probs, sub_mags, signed, limits = pol.sub_ops, pol.sub_probs, pol.sub_mags, SIGNED, pol.limits
         has_ops = pol.kind != 0
-        tables = param_tables(pol.space, b.size[0], b.size[1]).copy()  # a writeable copy: see _fresh
+        tables = param_tables(pol.space, b.size[0], b.size[1]).copy()  # writeable: read-only is another numba type
         fill = np.uint8(b.fill)
         channels = np.int64(b.channels)
         max_denom = np.int64(8 if b.dct_scale else 1)
@@ -246,14 +238,14 @@ class PlanDecoder(SimpleRGBImageDecoder):
                     height = np.int64(field["height"])
                     width = np.int64(field["width"])
                     cap = caps[idx] if n_caps > 0 else top_mag
-                    flip, used = plan_sample_c(seed, np.uint64(epoch), np.int64(idx), height, width, knob, cap,
+                    flip, used = plan_sample(seed, np.uint64(epoch), np.int64(idx), height, width, knob, cap,
                                                crop, kind, pool, num_ops, draw, sub_ops, sub_probs, sub_mags,
                                                signed, limits, box, plan_ops[i], plan_mags[i])
                     plan_out[i, 0] = used
                     plan_out[i, 1] = 0.0
                     data = mem_read(field["data_ptr"], storage_state)
                     if field["mode"] == _JPG:
-                        rc = jpeg_to_image_c(data, height, width, box, region, max_denom, fast_dct, flip, fill,
+                        rc = jpeg_to_image(data, height, width, box, region, max_denom, fast_dct, flip, fill,
                                              dec_buf, tmp, image)
                         if rc != 0:  # reported after the loop; the sample stays black
                             plan_out[i, 1] = rc
@@ -263,8 +255,8 @@ class PlanDecoder(SimpleRGBImageDecoder):
                         nbytes = height * width * 3
                         dec_buf[:nbytes] = data[:nbytes]
                         src = dec_buf[:nbytes].reshape((height, width, 3))
-                        resize_box_c(src, box[0], box[1], box[2], box[3], flip, fill, image, tmp)
-                    finish_image_c(image, channels, plan_ops[i], plan_mags[i], tables, has_ops, pair,
+                        resize_box(src, box[0], box[1], box[2], box[3], flip, fill, image, tmp)
+                    finish_image(image, channels, plan_ops[i], plan_mags[i], tables, has_ops, pair,
                                    destination[i])
             # Copy the plan into the ring outside the parallel loop: numba's parfor
             # pass drops stores to address-made views inside prange (measured).
@@ -288,29 +280,6 @@ class PlanDecoder(SimpleRGBImageDecoder):
 
         decode.is_parallel = True
         return decode
-
-
-# Dispatchers made by _fresh live until the interpreter exits: numba's
-# finalizer of such a dispatcher, run when an FFCV loader is garbage
-# collected, fails on its own overload table ("Exception ignored in:
-# <finalize ...> KeyError: (Array(uint8, ...", numba 0.68) and prints a
-# traceback per compiled function. At exit numba skips its finalizers. The
-# cost is the compiled code of loaders already dropped (a few MB each).
-_KEEP: list = []
-
-
-def _fresh(dispatcher):
-    """A new numba dispatcher for a module-level njit function (plain
-    function under NUMBA_DISABLE_JIT)."""
-    from numba import njit
-
-    py = getattr(dispatcher, "py_func", None)
-    if py is None:
-        return dispatcher
-    options = {k: v for k, v in dispatcher.targetoptions.items() if k in ("nogil", "parallel", "fastmath", "boundscheck")}
-    fresh = njit(**options)(py)
-    _KEEP.append(fresh)
-    return fresh
 
 
 class _PlanOrder(TraversalOrder):
