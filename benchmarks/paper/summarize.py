@@ -84,7 +84,7 @@ def finding_a(out: Path, lines: list[str], data: dict, folder: str = "sweep",
     lines += [title,
               f"`{sweep['command']}`\n",
               "Validation accuracy (picks the best M; from the sweep's table.md):\n",
-              (RUNS / folder / "table.md").read_text(), "",
+              (RUNS / folder / "table.md").read_text().rstrip() + "\n",
               f"Test accuracy (the held-out test split), mean ± std over {seeds_n} seeds:\n",
               "| width | params | " + " | ".join(f"M={m:g}" for m in ms) + " |",
               "|---:|---:|" + "---:|" * len(ms)]
@@ -332,8 +332,9 @@ def main() -> None:
     finding_c(out, lines, data, sweep_test)
     data["runs"] = raw_runs()
     hours = sum(r["wall_s"] or 0 for r in data["runs"]) / 3600
-    lines.append(f"{len(data['runs'])} training runs, {hours:.1f} CPU-hours of wall time in all "
-                 "(two at a time on 2 cores); each run's seed, epochs, wall time and command: results.json, `runs`.\n")
+    lines.append(f"{len(data['runs'])} training runs, {hours:.1f} hours of run time summed over runs (two ran at "
+                 "a time, one thread each, on 2 cores); each run's seed, epochs, wall time and command: "
+                 "results.json, `runs`.\n")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     (out / "results.json").write_text(json.dumps(data, indent=1, default=float) + "\n")
     print("\n".join(lines))
