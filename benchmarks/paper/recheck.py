@@ -53,7 +53,8 @@ def rerun(run: Path) -> dict:
         subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=ENV, cwd=ROOT, check=True)
     again = json.loads((out / "report.json").read_text())
     a, b = metrics(recorded), metrics(again)
-    row = {"run": str(run.relative_to(ROOT)) if run.is_relative_to(ROOT) else str(run), "command": recorded["command"], "recorded": a, "rerun": b,
+    row = {"run": str(run.relative_to(ROOT)) if run.is_relative_to(ROOT) else str(run),
+           "command": recorded["command"].replace(f"{ROOT}/", ""), "recorded": a, "rerun": b,
            "identical": a == b, "rerun_wall_s": round(time.perf_counter() - start, 1),
            "recorded_wall_s": recorded.get("wall_s")}
     print(f"  {'identical' if row['identical'] else 'DIFFERENT'}: recorded {a} rerun {b}", flush=True)
