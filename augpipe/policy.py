@@ -112,6 +112,9 @@ class RandAugment(Policy):
     def __init__(self, num_ops: int = 2, ops: tuple[str, ...] | None = None):
         if isinstance(num_ops, bool) or not isinstance(num_ops, int) or num_ops < 1:
             raise ValueError(f"RandAugment num_ops must be an int >= 1, got {num_ops!r}")
+        if isinstance(ops, (int, float)):  # torchvision's RandAugment(num_ops, magnitude) habit
+            raise ValueError(f"RandAugment's second argument is `ops` (op names), got {ops!r}: the magnitude is "
+                             f"the loader's live knob, Loader(..., magnitude={ops!r})")
         names = [n for n, i in OP_IDS.items() if i in RAND_AUGMENT_OPS] if ops is None else list(ops)
         unknown = [n for n in names if n not in OP_IDS]
         if unknown or not names:

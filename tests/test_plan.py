@@ -134,6 +134,12 @@ def test_magnitude_validation_names_the_value(bad):
         ap.check_magnitude(bad)
 
 
+def test_randaugment_given_torchvisions_magnitude_points_to_the_loaders_knob():
+    with pytest.raises(ValueError, match=r"Loader\(\.\.\., magnitude=9\)"):
+        ap.RandAugment(2, 9)
+    assert ap.RandAugment(2, ("Rotate", "Color")).ops == ("Rotate", "Color")
+
+
 def test_every_op_is_declared_once_with_its_table():
     assert [op.name for op in OPS[:14]] == [
         "Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color", "Contrast",
