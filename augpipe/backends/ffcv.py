@@ -239,14 +239,14 @@ class PlanDecoder(SimpleRGBImageDecoder):
                     width = np.int64(field["width"])
                     cap = caps[idx] if n_caps > 0 else top_mag
                     flip, used = plan_sample(seed, np.uint64(epoch), np.int64(idx), height, width, knob, cap,
-                                               crop, kind, pool, num_ops, draw, sub_ops, sub_probs, sub_mags,
-                                               signed, limits, box, plan_ops[i], plan_mags[i])
+                                             crop, kind, pool, num_ops, draw, sub_ops, sub_probs, sub_mags,
+                                             signed, limits, box, plan_ops[i], plan_mags[i])
                     plan_out[i, 0] = used
                     plan_out[i, 1] = 0.0
                     data = mem_read(field["data_ptr"], storage_state)
                     if field["mode"] == _JPG:
                         rc = jpeg_to_image(data, height, width, box, region, max_denom, fast_dct, flip, fill,
-                                             dec_buf, tmp, image)
+                                           dec_buf, tmp, image)
                         if rc != 0:  # reported after the loop; the sample stays black
                             plan_out[i, 1] = rc
                             destination[i][:] = 0
@@ -257,7 +257,7 @@ class PlanDecoder(SimpleRGBImageDecoder):
                         src = dec_buf[:nbytes].reshape((height, width, 3))
                         resize_box(src, box[0], box[1], box[2], box[3], flip, fill, image, tmp)
                     finish_image(image, channels, plan_ops[i], plan_mags[i], tables, has_ops, pair,
-                                   destination[i])
+                                 destination[i])
             # Copy the plan into the ring outside the parallel loop: numba's parfor
             # pass drops stores to address-made views inside prange (measured).
             ring_ops = live_i8(ops_addr, slots * bsz * k_ops).reshape((slots * bsz, k_ops))

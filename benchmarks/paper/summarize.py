@@ -123,8 +123,8 @@ def finding_a(out: Path, lines: list[str], data: dict, folder: str = "sweep",
             shutil.copy(RUNS / folder / name, out / f"{folder}-{name}")
     lines.append(f"![accuracy against magnitude]({folder}-plot.png)\n")
     data[folder] = {"command": sweep["command"], "summary": sweep["summary"],
-                     "test": {f"w{w:g}-m{m:g}": s for (w, m), s in test.items()},
-                     "harm": {f"w{w:g}-m{m:g}": s for (w, m), s in harm.items()}, "verdicts": verdicts}
+                    "test": {f"w{w:g}-m{m:g}": s for (w, m), s in test.items()},
+                    "harm": {f"w{w:g}-m{m:g}": s for (w, m), s in harm.items()}, "verdicts": verdicts}
     return test
 
 
