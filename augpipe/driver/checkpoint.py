@@ -21,7 +21,7 @@ from .prune import restore_structure
 
 RUN_FILE = "run.json"
 # Config keys that do not change a run's result: a rerun may differ in them.
-NOT_IDENTITY = frozenset({"progress", "workers", "command", "jobs"})
+NOT_IDENTITY = frozenset({"progress", "workers", "command", "jobs", "eval_every"})
 
 
 def atomic_write(path, write) -> None:

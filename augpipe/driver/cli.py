@@ -65,9 +65,12 @@ def _data_args(p, inherit: bool, seed: bool = True) -> None:
     p.add_argument("--size", type=int, default=None, help="image side (default: native for arrays, 224 folders)")
     p.add_argument("--policy", default=None if inherit else "randaugment", help="augmentation policy" + how)
     p.add_argument("--batch-size", type=int, default=None if inherit else 128, help="per process" + how)
+    p.add_argument("--split-seed", type=int, default=None,
+                   help="seeds the train/val/test subsets alone (default: --seed); fix it to keep one split "
+                        "while --seed varies the initialisation and the augmentation stream" + how)
     if seed:
         p.add_argument("--seed", type=int, default=None if inherit else 0,
-                       help="seeds the model, the split and the loader" + how)
+                       help="seeds the model and the loader (and the split, unless --split-seed)" + how)
 
 
 def _common(p) -> None:
@@ -76,6 +79,9 @@ def _common(p) -> None:
     p.add_argument("--workers", type=int, default=2, help="loader workers (do not change the result)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N (default: this rank's GPU if any, else cpu)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.add_argument("--eval-every", type=int, default=None, metavar="N",
+                   help="evaluate the validation split every N epochs and after the last (default 1); "
+                        "does not change training")
     p.add_argument("--record-indices", action="store_true",
                    help="save (epoch, index) of every training sample to out/indices-rankR.npy")
 
@@ -139,6 +145,8 @@ def add_parsers(sub) -> None:
     s.add_argument("--jobs", type=int, default=1, help="cells in parallel, one thread each (2 on 2 cores)")
     _data_args(s, inherit=False, seed=False)
     s.add_argument("--workers", type=int, default=0, help="loader workers per cell")
+    s.add_argument("--eval-every", type=int, default=None, metavar="N",
+                   help="evaluate validation every N epochs and after the last (default 1)")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_sweep)
     _PARSERS["sweep"] = s

@@ -96,6 +96,17 @@ def make_loaders(data: Data, *, batch_size: int, magnitude: float, seed: int, wo
 
     common = dict(num_workers=workers, output="float", size=size, device=device, seed=seed)
     train = Loader(data.train, batch_size=batch_size, policy=policy, magnitude=magnitude, train=True, **common)
-    evals = [Loader(s, batch_size=EVAL_BATCH, policy="identity", train=False, **common) if s is not None else None
+    evals = [eval_loader(s, workers=workers, size=size, device=device) if s is not None else None
              for s in (data.val, data.test)]
     return train, evals[0], evals[1]
+
+
+def eval_loader(source: Source, *, workers: int, size=None, device="cpu"):
+    """An evaluation Loader: train=False (no augmentation, no shuffle, every
+    sample). Over the training subset it measures memorisation: accuracy on
+    the training images as the model sees them at test time."""
+    from ..loader import Loader
+
+    return Loader(source, batch_size=EVAL_BATCH, policy="identity", train=False, num_workers=workers,
+                  output="float", size=size, device=device, seed=0)
+

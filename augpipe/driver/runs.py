@@ -15,7 +15,7 @@ import torch
 from . import checkpoint, distributed
 from .auxheads import AuxHeads
 from .capacity import CapacitySchedule
-from .data import make_data, make_loaders
+from .data import eval_loader, make_data, make_loaders
 from .losses import KD
 from .models import build_model, model_arch
 from .plots import plot_prune, plot_train
@@ -29,7 +29,8 @@ MODEL_FILE = "model.pt"
 def _setup(cfg: dict, command: str):
     """Join torchrun's group, claim the run directory, seed, build the data."""
     distributed.init_from_env()
-    data = make_data(cfg["data"], cfg["train_size"], cfg["val_size"], cfg["seed"], cfg["channels"],
+    split_seed = cfg["seed"] if cfg.get("split_seed") is None else cfg["split_seed"]
+    data = make_data(cfg["data"], cfg["train_size"], cfg["val_size"], split_seed, cfg["channels"],
                      cfg.get("test_size"))
     out = Path(cfg["out"])
     if checkpoint.prepare_run_dir(out, cfg, command) and distributed.is_main():
@@ -78,7 +79,8 @@ def run_train(cfg: dict, command: str) -> dict:
     history = train(net, loader, cfg["epochs"], optimizer=cfg["optimizer"], lr=cfg["lr"], momentum=cfg["momentum"],
                     weight_decay=cfg["weight_decay"], lr_schedule=cfg["lr_schedule"], magnitude=cfg["magnitude"],
                     teacher=teacher, kd=kd, gate=gate, val_loader=val, checkpoint_dir=out / "checkpoints",
-                    device=device, amp=cfg["amp"], progress=cfg["progress"], on_batch=on_batch)
+                    device=device, amp=cfg["amp"], progress=cfg["progress"], on_batch=on_batch,
+                    eval_every=cfg.get("eval_every") or 1, clock=start)
     flush()
     if gate is not None:
         _gated_per_epoch(gate, history, gating)
@@ -87,15 +89,22 @@ def run_train(cfg: dict, command: str) -> dict:
     example = torch.zeros(1, *_input_shape(loader), device=device)
     report = {"command": command, "config": cfg, "model": model_arch(model), "params": count_params(model),
               "macs": count_macs(model, example)[0], "world_size": distributed.world_size(),
-              "history": history.epochs, "wall_s": time.perf_counter() - start, **gating}
+              "history": history.epochs, "cpu": cpu_model(), **gating}
     for name, ld in (("val", val), ("test", test)):
         if ld is not None:
             report[name] = evaluate(model, ld, device)
+    # Memorisation diagnostic: accuracy on the training images without augmentation, and its gap to val.
+    report["train_clean"] = evaluate(model, eval_loader(data.train, workers=cfg["workers"], size=cfg["size"],
+                                                         device=device), device)
+    if "val" in report:
+        report["train_val_gap"] = report["train_clean"]["accuracy"] - report["val"]["accuracy"]
     if history.epochs:
         tail = history.epochs[-min(3, len(history.epochs)):]
         report["images_per_s"] = float(np.mean([e["images_per_s"] for e in tail])) * distributed.world_size()
         report["data_wait"] = float(np.mean([e["data_wait"] for e in tail]))
     checkpoint.save_model(model, out / MODEL_FILE, config=cfg)
+    report["wall_s"] = time.perf_counter() - start  # this process
+    report["wall_s_total"] = history.wall_s_before + report["wall_s"]  # summed over every resumed process
     if distributed.is_main() and cfg.get("plot", True):
         acc = report.get("test", {}).get("accuracy")
         plot_train(history.epochs, out / "plot.png", f"{model_arch(model)}, M={cfg['magnitude']:g}"
@@ -233,6 +242,19 @@ def _in_channels(state: dict) -> int:
 def _num_classes(state: dict) -> int:
     last = [v for k, v in state["model"].items() if v.ndim == 2][-1]
     return last.shape[0]
+
+
+def cpu_model() -> str:
+    """The CPU's model name (training kernels round differently across CPU types)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _input_shape(loader) -> tuple:

@@ -30,7 +30,7 @@ def cell_argv(cfg: dict, width: float, magnitude: float, seed: int, out: Path) -
             "--seed", str(seed), "--epochs", str(cfg["epochs"]), "--lr", f"{cfg['lr']:g}", "--data", cfg["data"],
             "--val-size", str(cfg["val_size"]), "--channels", str(cfg["channels"]), "--policy", cfg["policy"],
             "--batch-size", str(cfg["batch_size"]), "--workers", str(cfg["workers"]), "--no-progress", "--no-plot"]
-    for key in ("train_size", "test_size"):
+    for key in ("train_size", "test_size", "split_seed", "eval_every"):
         if cfg.get(key) is not None:
             argv += [f"--{key.replace('_', '-')}", str(cfg[key])]
     if cfg.get("size") is not None:

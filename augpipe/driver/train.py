@@ -32,6 +32,7 @@ class History:
     / val_loss with a val_loader."""
 
     epochs: list = field(default_factory=list)
+    wall_s_before: float = 0.0  # wall time of the earlier processes of a resumed run, up to its checkpoint
 
     def __len__(self) -> int:
         return len(self.epochs)
@@ -85,7 +86,8 @@ def evaluate(model: nn.Module, loader, device=None) -> dict:
 def train(model: nn.Module, loader, epochs: int, *, optimizer="sgd", lr: float = 0.1, momentum: float = 0.9,
           weight_decay: float = 5e-4, lr_schedule: str = "cosine", magnitude=None, teacher: nn.Module | None = None,
           kd: KD | None = None, gate=None, val_loader=None, checkpoint_dir=None, device=None, amp: bool = False,
-          progress: bool = True, on_batch=None, keep_checkpoints: int = 2) -> History:
+          progress: bool = True, on_batch=None, keep_checkpoints: int = 2, eval_every: int = 1,
+          clock: float | None = None) -> History:
     """Train `model` for `epochs` passes over `loader`.
 
     Args:
@@ -106,7 +108,8 @@ def train(model: nn.Module, loader, epochs: int, *, optimizer="sgd", lr: float =
             with `kd` (default KD()).
         gate: a teacher gate, attached as `loader.gate`; batches then carry
             per-sample `weight`, honoured by the loss (see module docstring).
-        val_loader: evaluated after every epoch into the history.
+        val_loader: evaluated into the history after every `eval_every`-th
+            epoch and after the last (evaluation does not change training).
         checkpoint_dir: a checkpoint per epoch (`epoch-NNNN.pt`, the last
             `keep_checkpoints` kept); a call finding checkpoints there resumes
             from the latest and ends bit-identical to an uninterrupted run.
@@ -114,9 +117,15 @@ def train(model: nn.Module, loader, epochs: int, *, optimizer="sgd", lr: float =
         amp: autocast (bfloat16 on CPU, float16 + GradScaler on CUDA).
         progress: tqdm bars (epochs, batches) on rank 0.
         on_batch: called as on_batch(batch) for every training batch.
+        clock: `time.perf_counter()` when this process's work on the run began
+            (default: now); checkpoints add the time since to that of earlier
+            processes, so a resumed run's wall time is summed over processes.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
+    if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1:
+        raise ValueError(f"eval_every must be an int >= 1, got {eval_every!r}")
+    clock = time.perf_counter() if clock is None else clock
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"unknown lr_schedule {lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
     if kd is not None and teacher is None:
@@ -145,7 +154,8 @@ def train(model: nn.Module, loader, epochs: int, *, optimizer="sgd", lr: float =
     if state is not None:
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        history, start, base = History(state["history"]), state["epoch"], state["base_epoch"]
+        history = History(state["history"], state.get("wall_s", 0.0))  # runs saved before wall_s: 0
+        start, base = state["epoch"], state["base_epoch"]
         if hasattr(loader, "load_state_dict"):
             loader.load_state_dict(state["loader"][distributed.rank()])
         torch.set_rng_state(state["torch_rng"])
@@ -160,13 +170,14 @@ def train(model: nn.Module, loader, epochs: int, *, optimizer="sgd", lr: float =
         record = _train_epoch(net, model, loader, opt, sched, scaler, device, amp, teacher, kd, on_batch, bars)
         record["epoch"] = epoch
         distributed.sync_buffers(model)  # every rank evaluates and saves rank 0's BN statistics
-        if val_loader is not None:
+        if val_loader is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs):
             val = evaluate(model, val_loader, device)
             record.update(val_accuracy=val["accuracy"], val_loss=val["loss"])
         history.epochs.append(record)
         bars.epoch_done(record)
         if checkpoint_dir is not None:
-            _save(checkpoint_dir, keep_checkpoints, model, opt, sched, loader, history, epoch + 1, base, setup)
+            wall = history.wall_s_before + time.perf_counter() - clock
+            _save(checkpoint_dir, keep_checkpoints, model, opt, sched, loader, history, epoch + 1, base, setup, wall)
     bars.close()
     return history
 
@@ -274,13 +285,14 @@ def _train_epoch(net, model, loader, opt, sched, scaler, device, amp, teacher, k
             "batches": totals["batches"]}
 
 
-def _save(folder, keep, model, opt, sched, loader, history, epoch, base, setup) -> None:
+def _save(folder, keep, model, opt, sched, loader, history, epoch, base, setup, wall_s) -> None:
     loader_states = distributed.all_gather_object(loader.state_dict() if hasattr(loader, "state_dict") else None)
     if distributed.is_main():
         target = getattr(model, "module", model)
         checkpoint.atomic_save({
             "model": target.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "epoch": epoch, "base_epoch": base, "history": history.epochs, "loader": loader_states,
-            "torch_rng": torch.get_rng_state(), "setup": setup}, Path(folder) / f"epoch-{epoch:04d}.pt")
+            "torch_rng": torch.get_rng_state(), "setup": setup, "wall_s": wall_s},
+            Path(folder) / f"epoch-{epoch:04d}.pt")
         checkpoint.prune_old(folder, "epoch", keep)
     distributed.barrier()

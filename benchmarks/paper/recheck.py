@@ -8,7 +8,8 @@ thread settings as the original runs (benchmarks/paper/env.sh: one thread per
 process). The test and validation accuracy and loss of the rerun are compared
 with the recorded ones bit for bit; the table is written to
 benchmarks/paper/results/recheck.md and recheck.json. Exit status 1 if any
-rerun differs.
+rerun differs. The CPU model of both is listed: bit-identity holds on the same
+CPU type; across CPU types a rerun behaves like another seed.
 """
 from __future__ import annotations
 
@@ -34,6 +35,9 @@ def metrics(report: dict) -> dict:
         out |= {"val_accuracy": report["val"]["accuracy"], "val_loss": report["val"].get("loss")}
     elif report.get("rounds"):
         out["val_accuracy"] = report["rounds"][-1]["accuracy"]
+    if "train_clean" in report:
+        out |= {"train_clean_accuracy": report["train_clean"]["accuracy"],
+                "train_clean_loss": report["train_clean"]["loss"]}
     return out
 
 
@@ -56,7 +60,9 @@ def rerun(run: Path) -> dict:
     row = {"run": str(run.relative_to(ROOT)) if run.is_relative_to(ROOT) else str(run),
            "command": recorded["command"].replace(f"{ROOT}/", ""), "recorded": a, "rerun": b,
            "identical": a == b, "rerun_wall_s": round(time.perf_counter() - start, 1),
-           "recorded_wall_s": recorded.get("wall_s")}
+           "recorded_wall_s": recorded.get("wall_s_total", recorded.get("wall_s")),
+           # bit-identity is promised on the same CPU type only (training kernels round differently across CPUs)
+           "recorded_cpu": recorded.get("cpu"), "rerun_cpu": again.get("cpu")}
     print(f"  {'identical' if row['identical'] else 'DIFFERENT'}: recorded {a} rerun {b}", flush=True)
     return row
 
@@ -73,11 +79,13 @@ def main() -> None:
     lines = ["# Reruns of recorded paper runs\n",
              "`python benchmarks/paper/recheck.py " + " ".join(r["run"] for r in rows) + "` — each recorded "
              "command run again (new `--out`), one thread per process as in the original runs.\n",
-             "| run | recorded test acc / loss | rerun test acc / loss | bit-identical |", "|---|---:|---:|---|"]
+             "| run | recorded test acc / loss | rerun test acc / loss | bit-identical | CPU (recorded → rerun) |",
+             "|---|---:|---:|---|---|"]
     for r in rows:
         rec, new = r["recorded"], r["rerun"]
         lines.append(f"| {r['run']} | {rec['test_accuracy']:.4f} / {rec['test_loss']!r} | "
-                     f"{new['test_accuracy']:.4f} / {new['test_loss']!r} | {'yes' if r['identical'] else '**no**'} |")
+                     f"{new['test_accuracy']:.4f} / {new['test_loss']!r} | {'yes' if r['identical'] else '**no**'} | "
+                     f"{r['recorded_cpu'] or 'not recorded'} → {r['rerun_cpu']} |")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "recheck.md").write_text("\n".join(lines) + "\n")
     (args.out / "recheck.json").write_text(json.dumps(rows, indent=1) + "\n")

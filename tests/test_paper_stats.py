@@ -1,0 +1,56 @@
+"""benchmarks/paper/stats.py, the pre-registered statistics, against scipy."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "paper"))
+import stats  # noqa: E402
+
+A = [0.861, 0.874, 0.869, 0.858, 0.866]
+B = [0.852, 0.861, 0.866, 0.850, 0.851]
+
+
+def test_paired_t_matches_scipy_with_n_minus_1_df_and_its_interval():
+    r = stats.paired(A, B)
+    ref = st.ttest_rel(A, B)
+    assert r["t"] == pytest.approx(ref.statistic) and r["p"] == pytest.approx(ref.pvalue) and r["df"] == 4
+    ci = ref.confidence_interval(0.95)
+    assert r["ci"] == pytest.approx([ci.low * 100, ci.high * 100])
+    assert r["per_seed"] == pytest.approx([(a - b) * 100 for a, b in zip(A, B)])
+
+
+def test_welch_matches_scipy_including_satterthwaite_df():
+    b = B[:3]
+    r = stats.welch(A, b)
+    ref = st.ttest_ind(A, b, equal_var=False)
+    assert r["t"] == pytest.approx(ref.statistic) and r["p"] == pytest.approx(ref.pvalue)
+    assert r["df"] == pytest.approx(ref.df)
+    assert 2 < r["df"] < 6  # neither n-1 nor n1+n2-2
+
+
+def test_holm_matches_the_step_down_definition():
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert stats.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def test_vertex_of_a_known_quadratic_and_its_bootstrap_interval_contains_it():
+    ms = [0, 5, 10, 15]
+    curve = [0.8 - 0.001 * (m - 7) ** 2 for m in ms]
+    assert stats.vertex(ms, curve) == pytest.approx(7)
+    rng = np.random.default_rng(1)
+    acc = np.array(curve)[:, None] + rng.normal(0, 0.002, (4, 5))
+    b = stats.vertex_bootstrap(ms, acc)
+    assert b["ci"][0] <= b["vertex"] <= b["ci"][1]
+    assert stats.vertex(ms, [0.9, 0.8, 0.7, 0.6]) == 0  # falling: the best end
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ValueError, match="paired test"):
+        stats.paired([0.1], [0.2])
+    with pytest.raises(ValueError, match="Welch"):
+        stats.welch([0.1], [0.2, 0.3])
