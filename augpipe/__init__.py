@@ -11,30 +11,48 @@ imported when first used (`ap.TeacherGate`, `ap.driver.train`, ...).
 """
 import importlib
 
-from .batch import Batch
-from .contract import BackendContext, Request
-from .data import ArraySource, DecodeError, FashionMNIST, FolderSource, Source, open_source
-from .knob import Knob
+from . import backends
+from ._version import __version__
+from .core.batch import Batch
+from .core.dispatch import op_params
+from .core.knob import Knob
+from .core.ops import MAX_MAGNITUDE, OP_IDS, OPS, check_magnitude
+from .core.plan import Plan, make_plan
+from .core.policy import (
+    AutoAugment,
+    CenterCrop,
+    Crop,
+    FullImage,
+    Identity,
+    Policy,
+    RandAugment,
+    RandomCrop,
+    RandomResizedCrop,
+    TrivialAugment,
+    get_policy,
+)
+from .engine.contract import BackendContext, Request
 from .loader import Loader
-from .ops import MAX_MAGNITUDE, OP_IDS, OPS, check_magnitude, op_params
-from .plan import Plan, make_plan
-from .policy import (
-    AutoAugment, CenterCrop, Crop, FullImage, Identity, Policy, RandAugment, RandomCrop, RandomResizedCrop,
-    TrivialAugment, get_policy,
+from .sources import (
+    ArraySource,
+    DecodeError,
+    FashionMNIST,
+    FolderSource,
+    Source,
+    open_source,
 )
 
-__version__ = "0.2.0"
 __all__ = [
     "ArraySource", "AutoAugment", "BackendContext", "Batch", "CapFeedback", "CenterCrop", "Crop", "DecodeError",
     "DifficultyTable", "FashionMNIST", "FolderSource", "FullImage", "Identity", "Knob", "Loader", "MAX_MAGNITUDE",
-    "OPS", "OP_IDS", "Plan", "Policy", "RandAugment", "RandomCrop", "RandomResizedCrop", "Request", "Source",
-    "TeacherGate", "TrivialAugment", "check_magnitude", "get_policy", "limits_from_report", "make_plan",
-    "op_params", "open_source",
+    "OPS", "OP_IDS", "Plan", "Policy", "RandAugment", "RandomCrop", "RandomGate", "RandomResizedCrop", "Request",
+    "Source", "TeacherGate", "TrivialAugment", "__version__", "backends", "check_magnitude", "get_policy",
+    "limits_from_report", "make_plan", "op_params", "open_source",
 ]
 
 # Names served lazily, so that `import augpipe` stays the core only.
-_LAZY = {"TeacherGate": "augpipe.gate", "CapFeedback": "augpipe.gate", "DifficultyTable": "augpipe.gate",
-         "limits_from_report": "augpipe.gate", "gate": "augpipe.gate", "driver": "augpipe.driver",
+_LAZY = {"TeacherGate": "augpipe.gate", "RandomGate": "augpipe.gate", "CapFeedback": "augpipe.gate",
+         "DifficultyTable": "augpipe.gate", "limits_from_report": "augpipe.gate", "gate": "augpipe.gate", "driver": "augpipe.driver",
          "integrations": "augpipe.integrations"}
 
 

@@ -1,5 +1,5 @@
 """`python -m augpipe ...` and `torchrun -m augpipe ...`: the `augpipe` command."""
-from augpipe.cli import main
+from .cli import main
 
 if __name__ == "__main__":
     main()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 def _magnitudes(text: str) -> list[float]:
-    from .ops import check_magnitude
+    from .core.ops import check_magnitude
 
     try:
         return [check_magnitude(float(v)) for v in text.split(",")]
@@ -23,14 +23,14 @@ def cmd_show(a) -> None:
         from .gate.cli import show as show_caps
 
         return show_caps(a)
-    from .show import show
+    from .tools.show import show
 
     path = show(a.source or "fashion-mnist:test", a.policy, a.magnitudes, a.out, a.size, a.seed)
     print(f"wrote {path}")
 
 
 def cmd_bench(a) -> None:
-    from . import bench
+    from .tools.bench import run as bench
 
     command = "augpipe " + " ".join(shlex.quote(x) for x in sys.argv[1:])
     images = a.images or (61440 if a.data == "32px" else 4096)
@@ -41,9 +41,9 @@ def cmd_bench(a) -> None:
 def cmd_demo(a) -> None:
     """The main job on Fashion-MNIST: load, augment at several magnitudes,
     draw the grid, benchmark."""
-    from . import bench
     from .loader import Loader
-    from .show import show
+    from .tools.bench import run as bench
+    from .tools.show import show
 
     out = Path(a.out)
     print("== 1. Load Fashion-MNIST (Debian's dataset-fashion-mnist) and augment at several magnitudes")
@@ -78,7 +78,9 @@ def cmd_demo(a) -> None:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="augpipe", description="Capacity-aware image augmentation at loader speed.")
     sub = p.add_subparsers(dest="command", required=True)
-    from .convert import add_parser as add_convert_parser  # FFCV itself is imported only when run
+    from .sources.convert import (
+        add_parser as add_convert_parser,  # FFCV itself is imported only when run
+    )
 
     add_convert_parser(sub)
 
@@ -108,7 +110,9 @@ def main(argv=None) -> None:
     b.add_argument("--out", default=None, help="write PATH.json and PATH.md")
     b.set_defaults(func=cmd_bench)
 
-    from .driver.cli import add_parsers as add_driver_parsers  # torch-pruning etc. are imported only when run
+    from .driver.cli import (
+        add_parsers as add_driver_parsers,  # torch-pruning etc. are imported only when run
+    )
 
     add_driver_parsers(sub)
     from .gate.cli import add_parsers as add_gate_parsers

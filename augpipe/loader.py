@@ -7,25 +7,37 @@ and gets batches back.
 """
 from __future__ import annotations
 
-import importlib
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
-from .batch import Batch
-from .contract import BackendContext
-from .data import Source, open_source
-from .knob import Knob
-from .ops import check_magnitude
-from .policy import (
-    CROP_FULL, CROP_PAD, CenterCrop, Crop, FullImage, Identity, Policy, RandAugment, RandomCrop, RandomResizedCrop,
+from . import backends
+from .core.batch import Batch
+from .core.checks import check_seed, check_size
+from .core.knob import Knob
+from .core.ops import check_magnitude
+from .core.policy import (
+    CROP_FULL,
+    CROP_PAD,
+    CenterCrop,
+    Crop,
+    FullImage,
+    Identity,
+    Policy,
+    RandAugment,
+    RandomCrop,
+    RandomResizedCrop,
     get_policy,
 )
+from .engine.contract import BackendContext
+from .sources import Source, open_source
 
-BACKENDS = ("auto", "torch", "ffcv", "dali")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+STATE_KEYS = ("epoch", "step", "seed", "magnitude", "caps", "world_size", "rank", "num_samples", "batch_size")
 
 
 class Loader:
@@ -34,7 +46,7 @@ class Loader:
     Args:
         source: an image folder (class sub-folders), a `(images, labels)`
             numpy/torch pair, "fashion-mnist" / "fashion-mnist:test", a .beton
-            file, or a `augpipe.data.Source`.
+            file, or a `augpipe.sources.Source`.
         batch_size: samples per batch, >= 1.
         policy: a Policy or its name ("randaugment", "trivialaugment",
             "autoaugment", "identity"). Default RandAugment(num_ops=2).
@@ -82,16 +94,17 @@ class Loader:
                  backend_options: dict | None = None, gate=None):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+        if backend not in backends.names():
+            raise ValueError(f"unknown backend {backend!r}; choose one of {backends.names()}")
         if output not in ("uint8", "float"):
             raise ValueError(f"output must be 'uint8' or 'float', got {output!r}")
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
             raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        check_seed(seed)
+        if size is not None:
+            check_size(size)
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
@@ -133,7 +146,7 @@ class Loader:
             num_workers=self.num_workers, prefetch_factor=self.prefetch_factor, on_error=self.on_error,
             errors=self.errors, options=self.backend_options, rank=self.rank, world_size=self.world_size,
             drop_last=self.drop_last)
-        self._backend = _make_backend(self.backend, self.context)
+        self._backend = backends.make_backend(self.backend, self.context)
         self._gate = None
         self.gate = gate
 
@@ -205,7 +218,7 @@ class Loader:
             A Batch on the loader's device and in its output format, with
             `step` = -1 (it is not part of the epoch's sequence).
         """
-        from .build import render
+        from .engine.contract import render
 
         idx = np.asarray(indices.cpu() if isinstance(indices, torch.Tensor) else indices)
         if idx.ndim != 1 or not (np.issubdtype(idx.dtype, np.integer) or idx.size == 0):
@@ -281,16 +294,30 @@ class Loader:
 
     def state_dict(self) -> dict:
         """Everything needed to resume: the rest of the epoch comes out identical
-        (caps included, and the gate's own state if it has any)."""
-        state = {"epoch": self.epoch, "step": self._step, "seed": self.seed, "magnitude": self.magnitude,
-                 "caps": self.caps.copy(), "world_size": self.world_size, "rank": self.rank,
+        (caps included, and the gate's own state if it has any). Tensors and
+        plain Python values only, so checkpoints holding it (Lightning's among
+        them) load under torch.load(weights_only=True)."""
+        state = {"epoch": self.epoch, "step": self._step, "seed": self.seed, "magnitude": float(self.magnitude),
+                 "caps": torch.from_numpy(self.caps.copy()), "world_size": self.world_size, "rank": self.rank,
                  "num_samples": len(self.dataset), "batch_size": self.batch_size}
         if self._gate is not None and hasattr(self._gate, "state_dict"):
             state["gate"] = self._gate.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        """Resume from `state_dict()`: the next iteration continues mid-epoch."""
+        """Resume from `state_dict()`: the next iteration continues mid-epoch.
+
+        Raises:
+            ValueError: `state` is not a Loader state dict (missing keys named),
+                or was saved by a loader over other data, batch size, world
+                size or seed.
+        """
+        if not isinstance(state, dict):
+            raise TypeError(f"load_state_dict takes the dict from Loader.state_dict(), got {type(state).__name__}")
+        missing = [k for k in STATE_KEYS if k not in state]
+        if missing:
+            raise ValueError(f"not a Loader state dict: missing {', '.join(missing)} (Loader.state_dict() holds "
+                             f"{', '.join(STATE_KEYS)}, and 'gate' with a gate attached)")
         for key in ("num_samples", "batch_size", "world_size"):
             mine = len(self.dataset) if key == "num_samples" else getattr(self, key)
             if state[key] != mine:
@@ -300,7 +327,8 @@ class Loader:
         self.epoch, self._step = int(state["epoch"]), int(state["step"])
         self._resume = self._step
         self.knob.value = state["magnitude"]
-        self.knob.set_caps(state["caps"])
+        caps = state["caps"]
+        self.knob.set_caps(caps.numpy() if isinstance(caps, torch.Tensor) else caps)
         if "gate" in state and self._gate is not None and hasattr(self._gate, "load_state_dict"):
             self._gate.load_state_dict(state["gate"])
 
@@ -332,22 +360,6 @@ def per_channel(values, default, channels: int, name: str) -> tuple[float, ...]:
     if name.endswith("std") and min(values) <= 0:
         raise ValueError(f"std must be positive, got {values}")
     return values
-
-
-def _make_backend(name: str, ctx: BackendContext):
-    """Import the backend module only when it is used (backends depend on the
-    core, never the reverse; a missing library fails here with a hint)."""
-    if name == "torch":
-        from .backends.torch import TorchBackend
-
-        return TorchBackend(ctx)
-    hints = {"ffcv": "pip install 'augpipe[ffcv]' (needs apt-get install pkg-config libopencv-dev libturbojpeg0-dev)",
-             "dali": "pip install 'augpipe[dali]'"}
-    try:
-        module = importlib.import_module(f"augpipe.backends.{name}")
-    except ImportError as err:
-        raise ImportError(f"backend {name!r} needs a library that is not installed ({err}); {hints[name]}") from err
-    return module.make_backend(ctx)
 
 
 def _shard_of(rank, world_size) -> tuple[int, int]:

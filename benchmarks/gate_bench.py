@@ -9,7 +9,7 @@
 
 Data: "32px", Fashion-MNIST's training set resized once to 32x32 (3
 channels, in memory); "224px", the ImageNet-like JPEG folder of
-`augpipe.benchdata.imagenet_like` (RandomResizedCrop to 224). Teacher: a
+`augpipe.tools.bench.data.imagenet_like` (RandomResizedCrop to 224). Teacher: a
 CIFAR ResNet-20 (`augpipe.driver.build_model("resnet20", width)`, random
 weights: timing only) on the same images. Policy RandAugment(2) at
 magnitude 14; the gate keeps 75 % of each batch (`keep_ratio=0.75`, 25 % hard).
@@ -34,11 +34,11 @@ import numpy as np
 import torch
 
 import augpipe as ap
-from augpipe import benchdata
-from augpipe.bench import machine
 from augpipe.driver import build_model
 from augpipe.driver.data import Subset
 from augpipe.gate.teacher import Teacher
+from augpipe.tools.bench import data as benchdata
+from augpipe.tools.bench.run import machine
 
 
 def make_loader(a, data: str, gate=None) -> ap.Loader:

@@ -50,7 +50,7 @@ def gpu_rows(images: int, batch: int, out: Path) -> str:
     import torch
 
     import augpipe as ap
-    from augpipe import benchdata
+    from augpipe.tools.bench import data as benchdata
 
     root = benchdata.imagenet_like()
     rows = {}

@@ -106,7 +106,7 @@ def jpeg_bytes():
 @pytest.fixture(scope="session")
 def fmnist():
     """600 real Fashion-MNIST test images as an (images, labels) pair (read-only)."""
-    from augpipe.data import FashionMNIST
+    from augpipe.sources import FashionMNIST
 
     src = FashionMNIST("test")
     idx = np.arange(600)

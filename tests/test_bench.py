@@ -1,7 +1,7 @@
 """`augpipe bench` plumbing: rows of every backend, one timed row, memory sampling."""
 import os
 
-from augpipe import bench
+from augpipe.tools.bench import run as bench
 
 ARGS = {"images": 512, "workers": 2, "batch": 128, "magnitude": 9.0, "channels": 3, "data_root": None}
 

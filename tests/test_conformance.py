@@ -5,7 +5,7 @@ TrivialAugmentWide's, or AutoAugment's for Invert) `_apply_image_or_video_transf
 called with the magnitude torchvision's own `_AUGMENTATION_SPACE` gives for that
 bin. One batch per (op, space, image size, channels) holds every integer
 magnitude 0..30 (and its negation for signed ops) on three real photos, so a
-mismatch in either `augpipe.ops.op_params` or a kernel shows up here.
+mismatch in either `augpipe.core.ops.op_params` or a kernel shows up here.
 
 What is exact: every op whose torchvision arithmetic does not depend on the
 CPU (Identity, the colour and histogram ops, Posterize, Solarize, Invert)
@@ -36,8 +36,9 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from augpipe.exec_torch import apply_op, apply_ops
-from augpipe.ops import MAX_MAGNITUDE, NUM_BINS, OPS, STANDARD, WIDE, op_params
+from augpipe.core.dispatch import op_params
+from augpipe.core.ops import MAX_MAGNITUDE, NUM_BINS, OPS, STANDARD, WIDE
+from augpipe.engine.exec_torch import apply_op, apply_ops
 
 DEVICES = [
     "cpu",

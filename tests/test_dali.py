@@ -18,14 +18,13 @@ Parity tolerances (measured, asserted below):
   Labels, indices and per-sample magnitudes are always identical.
 """
 import numpy as np
+import nvidia.dali  # noqa: E402,F401  (installed by the setup: a missing DALI fails here, never skips)
 import pytest
 import torch
 
 import augpipe as ap
-from augpipe.data import DecodeError
-from augpipe.ops import OPS
-
-import nvidia.dali  # noqa: E402,F401  (installed by the setup: a missing DALI fails here, never skips)
+from augpipe.core.ops import OPS
+from augpipe.sources import DecodeError
 
 CUDA = torch.cuda.is_available()
 # (mean |diff|, share of values off by more than 2 levels), see the docstring

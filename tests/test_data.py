@@ -11,8 +11,14 @@ from PIL import Image
 from torchvision.io import decode_jpeg, read_file
 from torchvision.transforms.v2 import functional as F
 
-from augpipe.data import (
-    ArraySource, DecodeError, FASHION_MNIST_CLASSES, FashionMNIST, FolderSource, Source, open_source,
+from augpipe.sources import (
+    FASHION_MNIST_CLASSES,
+    ArraySource,
+    DecodeError,
+    FashionMNIST,
+    FolderSource,
+    Source,
+    open_source,
 )
 
 
@@ -251,9 +257,9 @@ def test_get_batch_equals_stacked_loads(rgb_nchw):
 
 
 def test_resized_equals_per_image_torchvision_resize(rgb_nchw, monkeypatch):
-    import augpipe.data
+    import augpipe.sources.array
 
-    monkeypatch.setattr(augpipe.data, "_RESIZE_CHUNK", 4)  # exercise the chunk boundary
+    monkeypatch.setattr(augpipe.sources.array, "_RESIZE_CHUNK", 4)  # exercise the chunk boundary
     src = ArraySource(rgb_nchw, np.arange(6))
     out = src.resized((7, 20))
     assert out.fixed_shape == (3, 7, 20) and out is not src and out._images.is_shared()

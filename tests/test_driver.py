@@ -11,7 +11,7 @@ import torch
 
 import augpipe as ap
 from augpipe import driver as D
-from augpipe.driver import models as driver_models
+from augpipe.models import zoo as driver_models
 from augpipe.driver.prune import prunable_weights
 
 

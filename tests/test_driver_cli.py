@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_driver import one_thread  # noqa: F401 (autouse: one intra-op thread in this module)
 
 from augpipe import driver as D
 from augpipe.cli import main
 from augpipe.driver.data import make_data, make_loaders
 from augpipe.driver.runs import load_run_model
-from test_driver import one_thread  # noqa: F401 (autouse: one intra-op thread in this module)
 
 TINY = ["--model", "cnn", "--width", "0.25", "--train-size", "512", "--test-size", "1000", "--workers", "0",
         "--no-progress"]

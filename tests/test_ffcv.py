@@ -1,18 +1,16 @@
 """The FFCV backend, the .beton conversion and the crop/resize kernels."""
 from __future__ import annotations
 
+import ffcv  # noqa: F401  (installed by the setup: a missing FFCV fails here, never skips)
 import numpy as np
 import pytest
 import torch
 
-import ffcv  # noqa: F401  (installed by the setup: a missing FFCV fails here, never skips)
-
-from augpipe.beton import BetonSource
-from augpipe.convert import convert
-from augpipe.data import ArraySource, DecodeError, FashionMNIST, FolderSource
+from augpipe.core.policy import Identity, RandAugment, RandomCrop
 from augpipe.loader import Loader
-from augpipe.policy import Identity, RandAugment, RandomCrop
-
+from augpipe.sources import ArraySource, DecodeError, FashionMNIST, FolderSource
+from augpipe.sources.beton import BetonSource
+from augpipe.sources.convert import convert
 
 # ------------------------------------------------------------------ fixtures
 
@@ -142,7 +140,7 @@ def test_parity_padded_crop_arrays_is_exact(fashion_beton):
 
 
 def test_parity_randaugment(photo_beton):
-    from augpipe.ops import OPS
+    from augpipe.core.ops import OPS
 
     ffcv, ref = _pair(photo_beton, policy=RandAugment(2), magnitude=9, size=32)
     for a, b in zip(ffcv, ref):

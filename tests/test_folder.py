@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 import augpipe as ap
-from augpipe.data import DecodeError
+from augpipe.sources import DecodeError
 
 TORCHVISION = {"decoder": "torchvision"}
 

@@ -23,7 +23,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 import augpipe as ap
-from augpipe.ops import STANDARD
+from augpipe.core.ops import STANDARD
 
 N, SIDE, CLASSES = 256, 32, 10
 POLICY = ap.RandAugment(1, ops=("TranslateX",))

@@ -8,15 +8,14 @@ imported outright: a missing one is a failure, not a skip.
 """
 from __future__ import annotations
 
+import ffcv  # noqa: F401  (installed: a failed import must fail this module)
 import numpy as np
+import nvidia.dali  # noqa: F401
 import pytest
 import torch
-
-import augpipe as ap
 from test_gate import ShiftTeacher, scripted_data, scripted_loader
 
-import ffcv  # noqa: F401  (installed: a failed import must fail this module)
-import nvidia.dali  # noqa: F401
+import augpipe as ap
 
 # numba's dispatcher finalizers raise a harmless KeyError when FFCV's generated
 # pipelines are garbage collected (see augpipe/backends/ffcv.py).

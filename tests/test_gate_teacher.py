@@ -14,9 +14,9 @@ import torch.nn.functional as F
 import augpipe as ap
 from augpipe import driver as D
 from augpipe.cli import main
-from augpipe.data import FashionMNIST
 from augpipe.gate.report import REPORT_OPS, op_report, write_report
 from augpipe.gate.teacher import load_teacher
+from augpipe.sources import FashionMNIST
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -85,13 +85,15 @@ def test_every_checkpoint_format_loads_the_same_teacher(teacher, tmp_path, test_
     torch.save(teacher, tmp_path / "whole.pt")
     torch.jit.save(torch.jit.trace(teacher, x), tmp_path / "script.pt")
     for path, ctor in (("sd.pt", mlp), ("wrapped.pt", mlp), ("whole.pt", None), ("script.pt", None)):
-        model = load_teacher(tmp_path / path, ctor)
+        model = load_teacher(tmp_path / path, ctor, trust=path == "whole.pt")  # a pickled module needs trust
         assert torch.allclose(model(x), want, atol=1e-5), path
+    with pytest.raises(ValueError, match=r"whole\.pt holds pickled Python objects .*--trust-checkpoint"):
+        load_teacher(tmp_path / "whole.pt")
     cnn = D.build_model("cnn", 0.25).eval()  # an `augpipe train` run directory
     D.save_model(cnn, tmp_path / "run" / "model.pt", config={"model": "cnn", "width": 0.25})
     for path in ("run", "run/model.pt"):
         assert torch.allclose(load_teacher(tmp_path / path)(x), cnn(x), atol=1e-5), path
-    assert ap.TeacherGate(load_teacher(tmp_path / "whole.pt"), keep_ratio=0.5).teacher.fingerprint() == \
+    assert ap.TeacherGate(load_teacher(tmp_path / "whole.pt", trust=True), keep_ratio=0.5).teacher.fingerprint() == \
         ap.TeacherGate(teacher, keep_ratio=0.5).teacher.fingerprint()
 
 

@@ -6,14 +6,13 @@ import io
 import numpy as np
 import pytest
 import torch
+from conftest import _photo
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import functional as F
 
 from augpipe.kernels.decode import scaled_size
 from augpipe.kernels.jpeg import ERRORS, decode_box
-
-from conftest import _photo
 
 
 def _jpeg(image: np.ndarray, **kw) -> np.ndarray:

@@ -1,6 +1,6 @@
-"""numba kernels (augpipe.kernels.ops, dispatched by augpipe.opgen) against the torch executor.
+"""numba kernels (augpipe.kernels.ops, dispatched by augpipe.core.opgen) against the torch executor.
 
-The reference is `augpipe.exec_torch.apply_ops` on NCHW tensors; the kernels
+The reference is `augpipe.engine.exec_torch.apply_ops` on NCHW tensors; the kernels
 run on the same images as NHWC numpy arrays. One batch per (op, space) holds
 three real photos at 32x32 and 37x29, RGB and grayscale, at every integer
 magnitude 0..30 (negated too for signed ops) plus random fractional magnitudes.
@@ -26,11 +26,12 @@ import torch
 from torchvision.transforms.v2 import functional as F
 from torchvision.transforms.v2.functional._geometry import _get_inverse_affine_matrix
 
-from augpipe import exec_torch, torch_kernels
-from augpipe.exec_torch import apply_ops
+from augpipe.core.dispatch import compiled, op_params
+from augpipe.core.ops import NUM_BINS, OP_IDS, OPS, STANDARD, WIDE, param_tables
+from augpipe.engine import exec_torch
+from augpipe.engine.exec_torch import apply_ops
 from augpipe.kernels import ops as K
-from augpipe.opgen import compiled
-from augpipe.ops import NUM_BINS, OP_IDS, OPS, STANDARD, WIDE, op_params, param_tables
+from augpipe.kernels import torch_ops as torch_kernels
 
 G = compiled()  # the generated dispatch: op_param, apply_op, apply_ops_batch, ...
 
@@ -284,7 +285,7 @@ def test_single_image_kernels_leave_src_alone():
 _NOJIT_SCRIPT = """
 import sys
 import numpy as np
-from augpipe.opgen import compiled
+from augpipe.core.dispatch import compiled
 G = compiled()
 assert not hasattr(G.apply_ops_batch, "py_func"), "the JIT is still on"
 d = np.load(sys.argv[2])

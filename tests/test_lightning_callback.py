@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelPruning
+from test_driver import one_thread  # noqa: F401 (autouse: one intra-op thread in this module)
 
 import augpipe as ap
 from augpipe import driver as D
 from augpipe.integrations.lightning import AugpipeCallback
-from test_driver import one_thread  # noqa: F401 (autouse: one intra-op thread in this module)
 
 
 def fmnist_loader(n=640, magnitude=30.0):

@@ -10,11 +10,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import augpipe as ap
-from augpipe.build import crop_windows
-from augpipe.exec_torch import apply_ops
-from augpipe.data import FashionMNIST
-from augpipe.plan import make_plan
-
+from augpipe.core.plan import make_plan
+from augpipe.engine.exec_torch import apply_ops
+from augpipe.engine.reference import crop_windows
+from augpipe.sources import FashionMNIST
 
 
 def batches(loader, limit=None):

@@ -54,3 +54,26 @@ def test_bad_input_is_named():
         stats.paired([0.1], [0.2])
     with pytest.raises(ValueError, match="Welch"):
         stats.welch([0.1], [0.2, 0.3])
+
+
+def test_every_planned_command_parses_with_the_driver(tmp_path, monkeypatch):
+    """The pilot's and C's commands are valid `augpipe train` command lines
+    (a typo in an option would otherwise surface hours into the queue)."""
+    import argparse
+
+    from augpipe.driver.options import _config, add_parsers
+
+    monkeypatch.setenv("AUGPIPE_RUNS", str(tmp_path))
+    import c_teacher
+    import pilot
+
+    parser = argparse.ArgumentParser(prog="augpipe")
+    add_parsers(parser.add_subparsers(dest="command"))
+    runs = [r for regime in pilot.REGIMES for r in pilot.runs_for(regime, [0, 1, 2])]
+    runs += c_teacher.teacher_runs() + c_teacher.student_runs(list(c_teacher.arms(0)))
+    assert len(runs) == 48 + 4 + 9 * 5
+    for out, argv in runs:
+        cfg = _config(parser.parse_args(argv), "train")
+        assert cfg["split_seed"] == 0 and cfg["val_size"] == 5000 and cfg["out"] == str(out)
+    arms = {a for a in c_teacher.arms(1)}
+    assert {"teacher-fallback", "random-fallback", "kd", "self-entropy-fallback", "ungated-m15"} <= arms

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 import augpipe as ap
-from augpipe.data import FashionMNIST
+from augpipe.sources import FashionMNIST
 
 BACKENDS = ("torch", "ffcv", "dali")
 FOLDER_BOUND = {"dali": (0.75, 0.04), "ffcv": (0.0, 0.0)}
@@ -112,7 +112,7 @@ def test_render_reproduces_a_batch_and_keeps_its_choices(sources, backend, tmp_p
 def test_dali_reads_a_uniform_size_beton(tmp_path):
     """A .beton whose images share one size is a fixed-shape source that is not
     in memory: the DALI backend decodes it through the source."""
-    from augpipe.convert import convert
+    from augpipe.sources.convert import convert
 
     small = ap.ArraySource(FashionMNIST("test", channels=3).images[:128].numpy(), FashionMNIST("test").labels[:128])
     path = tmp_path / "uniform.beton"

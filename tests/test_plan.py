@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import augpipe as ap
-from augpipe.ops import OPS, SIGNED
-from augpipe.plan import make_plan
+from augpipe.core.ops import OPS, SIGNED, WIDE
+from augpipe.core.plan import make_plan
 
 RA = ap.RandAugment(2).lower()
 
@@ -89,14 +89,14 @@ def test_center_crop_is_deterministic_and_central():
 
 def test_trivial_augment_draws_magnitude_up_to_the_knob():
     p = plan(indices=np.arange(20000), knob=20.0, policy=ap.TrivialAugment().lower())
-    assert p.ops.shape[1] == 1 and p.space == ap.ops.WIDE
+    assert p.ops.shape[1] == 1 and p.space == WIDE
     assert p.magnitude.min() >= 0 and p.magnitude.max() <= 20.0
     assert abs(p.magnitude.mean() - 10.0) < 0.2
     np.testing.assert_allclose(np.abs(p.mags[:, 0]), p.magnitude)
 
 
 def test_auto_augment_follows_the_imagenet_subpolicies():
-    from augpipe.policy import _IMAGENET
+    from augpipe.core.policy import _IMAGENET
 
     pairs = {tuple(ap.OP_IDS[o] for o, _, _ in sub) for sub in _IMAGENET}
     p = plan(indices=np.arange(5000), knob=30.0, policy=ap.AutoAugment().lower())
@@ -116,7 +116,7 @@ def test_identity_policy_plans_no_ops():
 
 def test_planner_runs_as_plain_python_with_the_same_result():
     code = (
-        "import json, numpy as np, augpipe as ap; from augpipe.plan import make_plan;"
+        "import json, numpy as np, augpipe as ap; from augpipe.core.plan import make_plan;"
         "p = make_plan(5, 2, np.arange(50), 100, 80, 7.5, None, ap.RandomResizedCrop(32), ap.RandAugment(2).lower());"
         "print(json.dumps([p.box.tolist(), p.flip.tolist(), p.ops.tolist(), p.mags.tolist()]))"
     )

@@ -13,7 +13,7 @@ SETUP = """
 import gc, os, sys, time
 import numpy as np
 import augpipe as ap
-from augpipe.data import FashionMNIST
+from augpipe.sources import FashionMNIST
 src = FashionMNIST("test")
 arrays = (src.images[:512].numpy(), src.labels[:512])
 """
@@ -34,7 +34,7 @@ def test_import_augpipe_loads_the_core_only():
     result = run("""
         heavy = ("ffcv", "nvidia", "lightning", "pytorch_lightning", "torch_pruning", "matplotlib", "accelerate")
         own = ("augpipe.gate", "augpipe.driver", "augpipe.integrations", "augpipe.backends.ffcv",
-               "augpipe.backends.dali", "augpipe.convert", "augpipe.beton")
+               "augpipe.backends.dali", "augpipe.sources.convert", "augpipe.sources.beton")
         loaded = sorted(m for m in sys.modules if m.split(".")[0] in heavy or m.startswith(own))
         print(loaded)
         assert loaded == [], loaded

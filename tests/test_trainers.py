@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 import augpipe as ap
-from augpipe.batch import TENSOR_FIELDS
+from augpipe.core.batch import TENSOR_FIELDS
 
 
 def _batch(fmnist, gated=False) -> ap.Batch:

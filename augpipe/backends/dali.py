@@ -20,7 +20,7 @@ step). The graph is
     arrays: slice(image, anchor, shape, pad with fill) [-> resize] -> flip -> transpose(CHW)
 
 and the batch it returns goes through augpipe's executors (the numba kernels
-on CPU, `augpipe.exec_torch.apply_ops` on the GPU when device="cuda", where
+on CPU, `augpipe.engine.exec_torch.apply_ops` on the GPU when device="cuda", where
 DALI's output already lives). Every random decision is the planner's: the graph holds
 no randomness, so the same (seed, epoch, index, knob, cap) gives the same
 sample as the torch backend, up to JPEG decoding and resampling (stated in
@@ -53,7 +53,7 @@ cache) costs ~20 us a file, and makes order, sharding (`Loader.indices`: shard
 Image sizes come from the file headers (PIL, no decoding), read once when the
 backend is built.
 
-Fork safety: every pipeline is registered with augpipe.forksafe, so a
+Fork safety: every pipeline is registered with augpipe.engine.forksafe, so a
 DataLoader worker forked later never finalizes it (DALI's Shutdown in a
 forked child waits for threads that do not exist there).
 
@@ -79,7 +79,6 @@ contend for the same cores).
 from __future__ import annotations
 
 import collections
-import math
 import os
 import re
 from typing import Iterator
@@ -87,17 +86,17 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..batch import Batch
-from ..contract import BackendContext
-from ..data import DecodeError
-from ..exec_cpu import apply_ops_cpu
-from ..exec_torch import apply_ops
-from ..forksafe import protect
-from ..policy import CROP_CENTER, CROP_FULL, CROP_PAD, CROP_RRC
+from ..core.batch import Batch
+from ..core.policy import CROP_CENTER, CROP_FULL, CROP_PAD, CROP_RRC
+from ..engine.contract import BackendContext
+from ..engine.exec_cpu import apply_ops_cpu
+from ..engine.exec_torch import apply_ops
+from ..engine.forksafe import protect
+from ..sources import DecodeError
 
 try:
     from nvidia.dali import fn, pipeline_def, types
-except ImportError as err:  # surfaced by Loader._make_backend with an install hint
+except ImportError as err:  # surfaced by augpipe.backends.make_backend with an install hint
     raise ImportError(f"nvidia-dali is not installed ({err})") from err
 
 OPTIONS = {"num_threads", "prefetch_queue_depth", "ops_threads"}

@@ -3,7 +3,7 @@
 Batches come from FFCV's `EpochIterator` thread; every stage is compiled
 code. The image field has one stage, `PlanDecoder`, parallel over the batch
 with one chunk (and one set of scratch buffers) per thread. Per sample it
-reads the stored size, calls `augpipe.plan.plan_sample` with (seed, epoch,
+reads the stored size, calls `augpipe.core.plan.plan_sample` with (seed, epoch,
 dataset index, knob, cap[index]) -- the very planner the torch backend uses
 --, decodes only the planned box as RGBX (`kernels.jpeg.decode_box`: libjpeg-turbo
 with jpeg_crop_scanline / jpeg_skip_scanlines, bit-identical to a full
@@ -54,36 +54,34 @@ import json
 import os
 from dataclasses import replace
 from pathlib import Path
-import threading
 from typing import Iterator
 
+import numba as nb
 import numpy as np
 import torch
-
 from ffcv.fields.basics import IntDecoder
 from ffcv.fields.rgb_image import SimpleRGBImageDecoder
 from ffcv.loader import Loader as FfcvLoader
-from ffcv.loader.epoch_iterator import EpochIterator
 from ffcv.loader import OrderOption
+from ffcv.loader.epoch_iterator import EpochIterator
+from ffcv.memory_managers.os_cache import OSCacheManager
+from ffcv.memory_managers.process_cache.manager import ProcessCacheManager
 from ffcv.pipeline.allocation_query import AllocationQuery
 from ffcv.pipeline.compiler import Compiler
 from ffcv.pipeline.operation import Operation
 from ffcv.pipeline.state import State
 from ffcv.transforms import Squeeze, ToDevice, ToTensor
 from ffcv.traversal_order.base import TraversalOrder
-from ffcv.memory_managers.os_cache import OSCacheManager
-from ffcv.memory_managers.process_cache.manager import ProcessCacheManager
-import numba as nb
 
-from ..batch import Batch
-from ..beton import BetonSource
-from ..contract import BackendContext
+from ..core.batch import Batch
+from ..core.ops import MAX_MAGNITUDE, SIGNED, param_tables
+from ..core.plan import plan_sample
+from ..engine.contract import BackendContext
+from ..engine.fused import finish_image, jpeg_to_image
 from ..kernels.jpeg import ERRORS
-from ..fused import finish_image, jpeg_to_image
 from ..kernels.live import address, live_f32, live_f64, live_i8, live_i64
 from ..kernels.resize import resize_box, resize_scratch_rgbx
-from ..ops import MAX_MAGNITUDE, SIGNED, param_tables
-from ..plan import plan_sample
+from ..sources.beton import BetonSource
 
 
 def _readonly(dtype, ndim: int = 1):
@@ -152,7 +150,7 @@ class LiveState:
 class PlanDecoder(SimpleRGBImageDecoder):
     """The whole image pipeline as one FFCV stage, parallel over the batch.
 
-    Per sample: plan (augpipe.plan.plan_sample), decode only the planned box
+    Per sample: plan (augpipe.core.plan.plan_sample), decode only the planned box
     (kernels.jpeg.decode_box; DCT-scaled with dct_scale when the box is >= 2x the output),
     resize + flip (kernels.resize), the planned ops (kernels.ops), and a CHW
     write into FFCV's output buffer. One pass per sample keeps the image in
@@ -311,7 +309,7 @@ def ensure_beton(source, options: dict) -> Path:
     """The .beton for `source`: its own, or a conversion cached under options["cache"]."""
     if source.beton is not None:
         return Path(source.beton)
-    from ..convert import convert
+    from ..sources.convert import convert
 
     default_format = "raw" if source.in_memory else "exact"  # the very pixels the other backends read
     conv = {"image_format": options.get("image_format", default_format),
@@ -485,7 +483,7 @@ def _batches(it, backend: "FfcvBackend"):
                 index, code = (int(v) for v in backend.live.error)
                 if index >= 0:
                     backend.live.error[:] = -1
-                    from ..data import DecodeError
+                    from ..sources import DecodeError
 
                     raise DecodeError(backend.beton.describe(index), ERRORS.get(code, f"error {code}"))
                 raise RuntimeError("FFCV's pipeline thread stopped on an error (its traceback is printed above)")

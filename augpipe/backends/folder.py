@@ -3,11 +3,11 @@
 Per batch, in a worker thread: plan (sizes come from the file headers, read
 once when the folder is first used), read the batch's JPEG files into one
 buffer, then one compiled pass per sample without the GIL
-(`augpipe.fused.render_jpeg_batch`): decode only the planned box, resize +
+(`augpipe.engine.fused.render_jpeg_batch`): decode only the planned box, resize +
 flip, the planned ops, CHW. Pixels equal the torchvision path's (accurate
 IDCT, torch's resize arithmetic): tests/test_folder.py. Images that are not
 greyscale or YCbCr JPEGs (PNG, CMYK JPEGs, unreadable headers) take the
-torchvision path (augpipe.build.build_part) inside the same batch.
+torchvision path (augpipe.engine.reference.build_part) inside the same batch.
 
 Corrupt data (decoding a box does not read the rows below it, so a cut-short
 file could decode "fine"):
@@ -27,10 +27,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..build import BuildSpec, build_part
-from ..data import KIND_JPEG, KIND_TRUNCATED, DecodeError
+from ..core.ops import param_tables
+from ..engine.reference import BuildSpec, build_part
 from ..kernels.jpeg import ERRORS, decode_box
-from ..ops import param_tables
+from ..sources import KIND_JPEG, KIND_TRUNCATED, DecodeError
 
 VALIDATE = ("header", "full")
 
@@ -67,7 +67,7 @@ class FolderBatches:
         self.sizes, self.kinds, self.nbytes = spec.source.headers()
 
     def __getitem__(self, request) -> dict:
-        from ..fused import render_jpeg_batch
+        from ..engine.fused import render_jpeg_batch
 
         epoch, step, indices, knob = request
         spec, source = self.spec, self.spec.source
@@ -119,7 +119,7 @@ class FolderBatches:
 
 def warm_up(channels: int) -> None:
     """Compile the pass now (before worker threads or processes start)."""
-    from ..fused import render_jpeg_batch
+    from ..engine.fused import render_jpeg_batch
 
     empty = np.zeros(0, np.int64)
     render_jpeg_batch(np.zeros(1, np.uint8), np.zeros(1, np.int64), empty, empty, np.zeros(0, bool),

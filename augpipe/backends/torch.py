@@ -2,7 +2,7 @@
 build whole batches.
 
 Each worker turns one request (epoch, step, indices, magnitude) into a batch
-through the source (augpipe.build.build_part): load or decode, plan, crop,
+through the source (augpipe.engine.reference.build_part): load or decode, plan, crop,
 flip, then the policy's ops with the fused numba kernels. On CUDA the workers
 stop after the crop and the ops run batched on the GPU in the main process
 with the torch executor. The two executors are bit-identical.
@@ -34,10 +34,10 @@ from typing import Iterator
 import numpy as np
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..batch import Batch
-from ..build import BuildSpec, build_part
-from ..contract import BackendContext
-from ..exec_torch import apply_ops
+from ..core.batch import Batch
+from ..engine.contract import BackendContext
+from ..engine.exec_torch import apply_ops
+from ..engine.reference import BuildSpec, build_part
 
 OPTIONS = {"workers", "decoder", "validate", "dct_scale"}
 

@@ -3,20 +3,34 @@
 Plain functions over any nn.Module and an augpipe Loader; the CLI
 (`augpipe train | prune | sweep`) is a thin layer over them.
 
-    from augpipe import driver
+    from .. import driver
     model = driver.build_model("resnet20", width=0.5)
     history = driver.train(model, loader, epochs=30, magnitude=9)
     report = driver.prune(model, 0.8)                     # global L1, unstructured
     rounds = driver.iterative_prune(model, loader, target_sparsity=0.9, rounds=5, finetune_epochs=3,
                                     magnitude=driver.CapacitySchedule.linear(9, 0, dense_params=...))
 """
+from ..models import (
+    MODELS,
+    ResNetCIFAR,
+    SmallCNN,
+    build_model,
+    model_arch,
+    resnet_cifar,
+)
 from .auxheads import AuxHeads
 from .capacity import CapacitySchedule
 from .checkpoint import load_model, save_model
 from .losses import KD, per_sample_loss, reduce_loss
-from .models import MODELS, ResNetCIFAR, SmallCNN, build_model, model_arch, resnet_cifar
 from .prune import (
-    METHODS, PruneReport, count_macs, count_params, mask_digest, prune, recalibrate_bn, restore_structure,
+    METHODS,
+    PruneReport,
+    count_macs,
+    count_params,
+    mask_digest,
+    prune,
+    recalibrate_bn,
+    restore_structure,
     weight_sparsity,
 )
 from .recipes import dense_strong_then_weak, iterative_prune

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import model_arch
+from ..models import model_arch
 
 
 class AuxHeads(nn.Module):

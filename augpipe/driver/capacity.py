@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..ops import MAX_MAGNITUDE, check_magnitude
+from ..core.ops import MAX_MAGNITUDE, check_magnitude
 
 KINDS = ("log-linear", "linear")
 

@@ -8,34 +8,19 @@ into another model is an error naming both.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .._files import atomic_write
+from ..models import load_checkpoint, load_model, model_arch  # noqa: F401  (load_model: re-exported)
 from . import distributed
-from .models import model_arch
-from .prune import restore_structure
 
 RUN_FILE = "run.json"
 # Config keys that do not change a run's result: a rerun may differ in them.
-NOT_IDENTITY = frozenset({"progress", "workers", "command", "jobs", "eval_every"})
-
-
-def atomic_write(path, write) -> None:
-    """Call write(tmp_path), then move tmp_path onto path in one step."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+NOT_IDENTITY = frozenset({"progress", "workers", "command", "jobs", "eval_every", "trust_checkpoint"})
 
 
 def atomic_save(obj, path) -> None:
@@ -55,31 +40,9 @@ def _jsonable(x):
     raise TypeError(f"cannot write {type(x).__name__} to JSON")
 
 
-def load(path) -> dict:
-    """Load a checkpoint written by the driver (a dict; loaded with
-    weights_only=False, so only load files you trust, e.g. your own runs)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
-def check_arch(saved: str, model: nn.Module, path) -> None:
-    mine = model_arch(model)
-    if saved != mine:
-        raise ValueError(f"checkpoint {path} holds a {saved} model, not this {mine}; "
-                         "load it into the model it was saved from")
-
-
-def load_model(model: nn.Module, state: dict, arch: str | None, path="checkpoint") -> nn.Module:
-    """Check `arch` against the model, restore pruning structure (masks,
-    shrunk layers), then load the weights strictly."""
-    if arch is not None:
-        check_arch(arch, model, path)
-    target = getattr(model, "module", model)
-    restore_structure(target, state)
-    target.load_state_dict(state)
-    return model
+def load(path, trust: bool = False) -> dict:
+    """Load a checkpoint written by the driver, safely (see augpipe.models.checkpoint)."""
+    return load_checkpoint(path, trust=trust)
 
 
 def save_model(model: nn.Module, path, **extra) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import ArraySource, FashionMNIST, Source, open_source
+from ..sources import ArraySource, FashionMNIST, Source, open_source
 
 DATASETS = ("fashion-mnist",)
 EVAL_BATCH = 512

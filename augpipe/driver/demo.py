@@ -27,8 +27,8 @@ def train_demo(out=None, train_size: int = 10000, epochs: int = 4, width: float 
         seed: seeds the model init, the subset and the loader.
         magnitudes: one run per magnitude.
     """
+    from ..models import build_model
     from .data import make_data, make_loaders
-    from .models import build_model
     from .prune import count_params
     from .train import evaluate, train
 

@@ -10,13 +10,51 @@ from __future__ import annotations
 import copy
 import hashlib
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-METHODS = ("l1-unstructured", "channel")
+from ..models.structure import restore_structure  # noqa: F401  (re-exported: augpipe.driver.restore_structure)
+
 PRUNABLE = (nn.Conv2d, nn.Linear)
+
+
+@dataclass(frozen=True)
+class Method:
+    """A pruning method as a registered object (as Torch-Pruning's importances).
+
+    Attributes:
+        name: what `prune(method=...)` and `--method` call it.
+        apply: (model, sparsity, example_input, options dict) -> achieved
+            sparsity; prunes in place.
+        structured: removes whole channels (the model shrinks: recalibrate
+            BatchNorm after it, and build a new optimizer).
+        needs_example: traces the model, so `example_input` is required.
+    """
+
+    name: str
+    apply: Callable
+    structured: bool = False
+    needs_example: bool = False
+
+
+REGISTRY: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    """Add a pruning method (one call in one new file is all a new method needs)."""
+    if not isinstance(method, Method):
+        raise TypeError(f"register takes a Method, got {type(method).__name__}")
+    REGISTRY[method.name] = method
+    return method
+
+
+def get_method(name: str) -> Method:
+    if name not in REGISTRY:
+        raise ValueError(f"unknown pruning method {name!r}; choose one of {', '.join(REGISTRY)}")
+    return REGISTRY[name]
 
 
 @dataclass
@@ -145,7 +183,8 @@ def prune(model: nn.Module, sparsity: float, method: str = "l1-unstructured", ex
             rounding of one weight). "channel": fraction of the dense model's
             parameters removed by deleting whole channels (the model shrinks;
             reached within about 1 % of the parameters).
-        method: "l1-unstructured" or "channel".
+        method: a registered Method's name: "l1-unstructured" or "channel"
+            built in (`REGISTRY`).
         example_input: a batch shaped like the model's input; required for
             "channel" (graph tracing), optional otherwise (MACs in the report).
         permanent: unstructured only: fold the masks into the weights
@@ -164,18 +203,15 @@ def prune(model: nn.Module, sparsity: float, method: str = "l1-unstructured", ex
         ValueError: unknown method, sparsity outside [0, 1), a target below the
             sparsity the model already has, or "channel" without example_input.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown pruning method {method!r}; choose one of {', '.join(METHODS)}")
+    m = get_method(method)
     sparsity = check_sparsity(sparsity)
     model = _unwrap(model)
-    if method == "channel" and example_input is None:
-        raise ValueError("channel pruning traces the model: pass example_input, e.g. one batch of images")
+    if m.needs_example and example_input is None:
+        raise ValueError(f"{method} pruning traces the model: pass example_input, e.g. one batch of images")
     params_before = count_params(model, nonzero=True)
     macs_before = count_macs(model, example_input)[1] if example_input is not None else None
-    if method == "l1-unstructured":
-        achieved = _prune_unstructured(model, sparsity, permanent)
-    else:
-        achieved = _prune_channels(model, sparsity, example_input, dense_params, ignored_layers)
+    options = {"permanent": permanent, "dense_params": dense_params, "ignored_layers": ignored_layers}
+    achieved = m.apply(model, sparsity, example_input, options)
     return PruneReport(
         method=method, target=sparsity, sparsity=achieved, params_before=params_before,
         params_after=count_params(model, nonzero=True), macs_before=macs_before,
@@ -268,35 +304,8 @@ def recalibrate_bn(model: nn.Module, loader, batches: int = 10, device=None) -> 
             bn.momentum = momentum
 
 
-def restore_structure(model: nn.Module, state: dict) -> nn.Module:
-    """Make `model` able to load `state`, a state_dict saved from a pruned
-    model: add unstructured pruning masks where the state has them and resize
-    conv, linear and BatchNorm layers to the state's shapes (channel pruning).
-    Returns the model; then call `model.load_state_dict(state)`."""
-    model = _unwrap(model)
-    for name, module in model.named_modules():
-        prefix = f"{name}." if name else ""
-        for pname in ("weight", "bias"):
-            if f"{prefix}{pname}_mask" in state and not hasattr(module, f"{pname}_mask"):
-                torch_prune.identity(module, pname)
-        for pname, p in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
-            saved = state.get(prefix + pname)
-            if saved is None or saved.shape == p.shape:
-                continue
-            new = torch.empty(saved.shape, dtype=p.dtype, device=p.device)
-            if isinstance(p, nn.Parameter):
-                setattr(module, pname, nn.Parameter(new, requires_grad=p.requires_grad))
-            else:
-                module.register_buffer(pname, new)
-        _sync_shape_attributes(module)
-    return model
-
-
-def _sync_shape_attributes(module: nn.Module) -> None:
-    w = getattr(module, "weight_orig", getattr(module, "weight", None))
-    if isinstance(module, nn.Conv2d) and w is not None:
-        module.out_channels, module.in_channels = w.shape[0], w.shape[1] * module.groups
-    elif isinstance(module, nn.Linear) and w is not None:
-        module.out_features, module.in_features = w.shape
-    elif isinstance(module, nn.modules.batchnorm._BatchNorm) and getattr(module, "running_mean", None) is not None:
-        module.num_features = module.running_mean.shape[0]
+register(Method("l1-unstructured", lambda model, sparsity, example, o: _prune_unstructured(model, sparsity,
+                                                                                           o["permanent"])))
+register(Method("channel", lambda model, sparsity, example, o: _prune_channels(
+    model, sparsity, example, o["dense_params"], o["ignored_layers"]), structured=True, needs_example=True))
+METHODS = tuple(REGISTRY)  # the built-in names, for command-line choices

@@ -7,11 +7,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..models import model_arch
 from . import checkpoint, distributed
 from .capacity import CapacitySchedule
-from .models import model_arch
 from .progress import Bars
-from .prune import check_sparsity, count_macs, count_params, mask_digest, prune, recalibrate_bn
+from .prune import (
+    check_sparsity,
+    count_macs,
+    count_params,
+    get_method,
+    mask_digest,
+    prune,
+    recalibrate_bn,
+)
 from .train import evaluate, train
 
 STEPS = ("linear", "geometric")
@@ -83,11 +91,12 @@ def iterative_prune(model: nn.Module, loader, *, target_sparsity: float, rounds:
     bars = Bars(progress, rounds, len(records) - 1, 0, unit="round")
     for k in range(len(records), rounds + 1):
         target = targets[k - 1]
-        report = prune(model, target, method, example_input, dense_params=dense if method == "channel" else None)
+        structured = get_method(method).structured
+        report = prune(model, target, method, example_input, dense_params=dense if structured else None)
         m = _magnitude(magnitude, model, report.sparsity)
         if m is not None:
             loader.magnitude = m
-        if method == "channel" and recalibrate_batches:
+        if structured and recalibrate_batches:
             recalibrate_bn(model, loader, recalibrate_batches)
             distributed.sync_buffers(model)  # ranks saw different batches
         history = train(model, loader, finetune_epochs, magnitude=m, progress=progress,

@@ -12,18 +12,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..models import MODEL_FILE, build_model, load_run_model, model_arch
 from . import checkpoint, distributed
 from .auxheads import AuxHeads
 from .capacity import CapacitySchedule
 from .data import eval_loader, make_data, make_loaders
 from .losses import KD
-from .models import build_model, model_arch
 from .plots import plot_prune, plot_train
-from .prune import count_macs, count_params, prune
+from .prune import count_macs, count_params, get_method, prune
 from .recipes import iterative_prune
 from .train import evaluate, train
-
-MODEL_FILE = "model.pt"
 
 
 def _setup(cfg: dict, command: str):
@@ -72,10 +70,11 @@ def run_train(cfg: dict, command: str) -> dict:
     model = build_model(cfg["model"], cfg["width"], data.in_channels, data.num_classes)
     net = AuxHeads(model, weight=cfg["aux_heads"], example_input=torch.zeros(2, *_input_shape(loader))) \
         if cfg.get("aux_heads") else model
-    teacher = load_run_model(cfg["teacher"])[0] if cfg.get("teacher") else None
+    trust = cfg.get("trust_checkpoint", False)
+    teacher = load_run_model(cfg["teacher"], trust=trust)[0] if cfg.get("teacher") else None
     kd = KD(cfg["kd_temperature"], cfg["kd_weight"], cfg["ce_weight"]) if teacher is not None else None
     on_batch, flush = _recorder(cfg, out)
-    gate, gating = _gating(cfg, loader)
+    gate, gating = _gating(cfg, loader, model)
     history = train(net, loader, cfg["epochs"], optimizer=cfg["optimizer"], lr=cfg["lr"], momentum=cfg["momentum"],
                     weight_decay=cfg["weight_decay"], lr_schedule=cfg["lr_schedule"], magnitude=cfg["magnitude"],
                     teacher=teacher, kd=kd, gate=gate, val_loader=val, checkpoint_dir=out / "checkpoints",
@@ -119,8 +118,8 @@ def _policy(cfg: dict):
         return cfg["policy"]
     import json
 
+    from ..core.policy import get_policy
     from ..gate import limits_from_report
-    from ..policy import get_policy
 
     path = Path(cfg["limits"])
     if not path.is_file():
@@ -129,7 +128,7 @@ def _policy(cfg: dict):
     return get_policy(cfg["policy"]).with_limits(limits)
 
 
-def _gating(cfg: dict, loader):
+def _gating(cfg: dict, loader, model=None):
     """(TeacherGate or None, report entries) for --caps, --limits and --gate."""
     info = {}
     if cfg.get("limits"):
@@ -142,6 +141,8 @@ def _gating(cfg: dict, loader):
         caps = DifficultyTable.load(cfg["caps"]).apply(loader, cfg["caps_threshold"], match="samples")
         info["caps"] = {"table": cfg["caps"], "threshold": cfg["caps_threshold"], "mean": float(caps.mean()),
                         "min": float(caps.min())}
+    if cfg.get("gate_random") is not None:
+        return _random_gate(cfg, info)
     options = [k for k in ("gate_teacher", "gate_teacher_arch", "gate_metric", "gate_threshold", "gate_keep_ratio",
                            "gate_fallback", "gate_feedback") if cfg.get(k) is not None]
     if not cfg.get("gate"):
@@ -153,13 +154,43 @@ def _gating(cfg: dict, loader):
     from ..gate import CapFeedback, TeacherGate
     from ..gate.cli import teacher_from_args
 
-    teacher = teacher_from_args(cfg["gate_teacher"], cfg.get("gate_teacher_arch"), loader.dataset)
+    if cfg["gate_teacher"] == "self":  # the student judges itself (EntAugment-style), as it trains
+        teacher = model
+    else:
+        teacher = teacher_from_args(cfg["gate_teacher"], cfg.get("gate_teacher_arch"), loader.dataset,
+                                    cfg.get("trust_checkpoint", False))
     feedback = CapFeedback(*cfg["gate_feedback"]) if cfg.get("gate_feedback") else None
     fallback = cfg.get("gate_fallback")
     gate = TeacherGate(teacher, metric=cfg.get("gate_metric") or "p_true", threshold=cfg.get("gate_threshold"),
                        keep_ratio=cfg.get("gate_keep_ratio"), action=cfg["gate"],
                        fallback=0.0 if fallback is None else fallback, feedback=feedback, device=loader.device)
-    info["gate"] = {"gate": repr(gate), "teacher": gate.teacher.fingerprint()}
+    info["gate"] = {"gate": repr(gate), "teacher": "self" if cfg["gate_teacher"] == "self"
+                    else gate.teacher.fingerprint()}
+    return gate, info
+
+
+def _random_gate(cfg: dict, info: dict):
+    """--gate ACTION --gate-random RATE|REPORT.json: the random-choice control of a teacher gate."""
+    import json
+
+    from ..gate import RandomGate
+    from ..gate.control import rates_from_history
+
+    if not cfg.get("gate"):
+        raise ValueError("--gate-random needs --gate fallback|drop|reweight (the action applied to the chosen samples)")
+    if cfg.get("gate_teacher"):
+        raise ValueError("--gate-random chooses samples at random: it takes no --gate-teacher")
+    spec = cfg["gate_random"]
+    try:
+        rate = float(spec)
+    except ValueError:
+        path = Path(spec)
+        if not path.is_file():
+            raise FileNotFoundError(f"--gate-random {spec}: neither a rate in [0, 1] nor a report.json") from None
+        rate = rates_from_history(json.loads(path.read_text())["history"])
+    fallback = cfg.get("gate_fallback")
+    gate = RandomGate(rate, action=cfg["gate"], fallback=0.0 if fallback is None else fallback, seed=cfg["seed"])
+    info["gate"] = {"gate": repr(gate), "rates_from": spec}
     return gate, info
 
 
@@ -171,14 +202,15 @@ def _gated_per_epoch(gate, history, gating: dict) -> None:
             row = totals.setdefault(epoch, [0, 0])
             row[0], row[1] = row[0] + seen, row[1] + gated
     for record in history.epochs:
-        record["gated"] = totals.get(record["epoch"], [0, 0])[1]
+        record["scored"], record["gated"] = totals.get(record["epoch"], [0, 0])
     gating["gate"].update(samples=sum(r[0] for r in totals.values()), gated=sum(r[1] for r in totals.values()))
 
 
 def run_prune(cfg: dict, command: str) -> dict:
     """`augpipe prune`: iterative pruning of a trained run's model."""
     start = time.perf_counter()
-    model, source_cfg, source = load_run_model(cfg["from"], cfg.get("model"), cfg.get("width"))
+    model, source_cfg, source = load_run_model(cfg["from"], cfg.get("model"), cfg.get("width"),
+                                               trust=cfg.get("trust_checkpoint", False))
     cfg["model"], cfg["width"] = cfg.get("model") or source_cfg["model"], cfg.get("width") or source_cfg["width"]
     for key in ("data", "train_size", "val_size", "test_size", "seed", "batch_size", "channels", "size", "policy"):
         if cfg.get(key) is None:
@@ -201,7 +233,7 @@ def run_prune(cfg: dict, command: str) -> dict:
                              lr_schedule=cfg["lr_schedule"],
                              device=device, on_batch=on_batch)
     flush()
-    if cfg.get("permanent") and cfg["method"] == "l1-unstructured":
+    if cfg.get("permanent") and not get_method(cfg["method"]).structured:
         prune(model, rounds[-1]["sparsity"], permanent=True)
     report = {"command": command, "config": cfg, "from": source, "model": model_arch(model),
               "schedule": schedule.to_dict() if isinstance(schedule, CapacitySchedule) else schedule,
@@ -214,34 +246,6 @@ def run_prune(cfg: dict, command: str) -> dict:
         plot_prune(rounds, out / "plot.png", f"{model_arch(model)}, {cfg['method']}, magnitude {magnitude_arg}")
     _finish(out, report)
     return report
-
-
-def load_run_model(source, model_name: str | None = None, width: float | None = None):
-    """(model with the run's final weights, the run's config, path read) from a
-    run directory or a model.pt. `model_name`/`width` override the recorded
-    ones; a checkpoint of another model is an error naming both."""
-    path = Path(source)
-    file = path / MODEL_FILE if path.is_dir() else path
-    if not file.is_file():
-        raise FileNotFoundError(f"{source} is neither a finished run directory (with {MODEL_FILE}) nor a model file")
-    state = checkpoint.load(file)
-    if not isinstance(state, dict) or "arch" not in state or "config" not in state:
-        raise ValueError(f"{file} is not a model saved by augpipe train or prune")
-    cfg = state["config"]
-    model = build_model(model_name or cfg["model"], cfg["width"] if width is None else width,
-                        _in_channels(state), _num_classes(state))
-    checkpoint.load_model(model, state["model"], state["arch"], file)
-    return model, cfg, str(file)
-
-
-def _in_channels(state: dict) -> int:
-    first = next(v for k, v in state["model"].items() if v.ndim == 4)
-    return first.shape[1]
-
-
-def _num_classes(state: dict) -> int:
-    last = [v for k, v in state["model"].items() if v.ndim == 2][-1]
-    return last.shape[0]
 
 
 def cpu_model() -> str:

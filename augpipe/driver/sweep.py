@@ -44,7 +44,7 @@ def _run_cell(argv: list[str], threads: int | None) -> dict:
 
     import torch
 
-    from .cli import _config, add_parsers
+    from .options import _config, add_parsers
     from .runs import run_train
 
     if threads:

@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models import model_arch
 from . import checkpoint, distributed
 from .capacity import CapacitySchedule
 from .losses import KD, per_sample_loss, reduce_loss
-from .models import model_arch
 from .progress import Bars
 from .prune import count_params
 

@@ -12,8 +12,9 @@
 The gate builds on the core (Loader.render, Batch.ops/.mags, the caps);
 `import augpipe` does not import it (`ap.TeacherGate` etc. load it lazily).
 """
+from .control import RandomGate
 from .online import CapFeedback, TeacherGate
 from .report import limits_from_report
 from .table import DifficultyTable
 
-__all__ = ["CapFeedback", "DifficultyTable", "TeacherGate", "limits_from_report"]
+__all__ = ["CapFeedback", "DifficultyTable", "RandomGate", "TeacherGate", "limits_from_report"]

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 
+from .metrics import METRICS
+
 
 def _magnitudes(text: str) -> list[float]:
-    from ..ops import check_magnitude
+    from ..core.ops import check_magnitude
 
     try:
         return [check_magnitude(float(v)) for v in text.split(",") if v.strip()]
@@ -25,6 +27,9 @@ def _teacher_args(p) -> None:
                         "or a state_dict (with --teacher-arch)")
     p.add_argument("--teacher-arch", default=None, metavar="MODEL[:WIDTH]",
                    help="constructor for a state_dict checkpoint: one of the driver's models, e.g. cnn:1.5, resnet20")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow a teacher file holding pickled Python objects (a whole nn.Module): unpickling "
+                        "runs code from the file, so only for files you trust")
     p.add_argument("--channels", type=int, choices=(1, 3), default=1, help="Fashion-MNIST channels (default 1)")
     p.add_argument("--size", type=int, default=None, help="image side (default: native for arrays, 224 for folders)")
     p.add_argument("--batch-size", type=int, default=256)
@@ -44,7 +49,7 @@ def add_parsers(sub, show=None) -> None:
     s.add_argument("--num-ops", type=int, default=2, help="RandAugment ops per sample")
     s.add_argument("--magnitudes", type=_magnitudes, default=list(range(0, 31, 3)), help="comma-separated, 0..30")
     s.add_argument("--views", type=int, default=2, help="random views per sample and magnitude")
-    s.add_argument("--metric", choices=("p_true", "margin", "entropy", "kl"), default="p_true")
+    s.add_argument("--metric", choices=METRICS, default="p_true")
     s.set_defaults(func=cmd_score)
 
     r = sub.add_parser("report", help="per-op difficulty: teacher accuracy under each op at each magnitude")
@@ -70,20 +75,21 @@ def _show_args(s) -> None:
 
 def open_source(text, channels: int = 1):
     """A CLI source: Fashion-MNIST with `channels`, or anything augpipe opens."""
-    from ..data import FashionMNIST, open_source as core_open
+    from ..sources import FashionMNIST
+    from ..sources import open_source as core_open
 
     if isinstance(text, str) and (text == "fashion-mnist" or text.startswith("fashion-mnist:")):
         return FashionMNIST(text.partition(":")[2] or "train", channels=channels)
     return core_open(text)
 
 
-def teacher_from_args(path: str, arch: str | None, source):
+def teacher_from_args(path: str, arch: str | None, source, trust: bool = False):
     """The teacher module named on the command line."""
     from .teacher import load_teacher
 
     constructor = None
     if arch is not None:
-        from ..driver.models import build_model  # the driver's model registry, for --teacher-arch only
+        from ..models import build_model
 
         name, _, width = arch.partition(":")
         try:
@@ -92,7 +98,7 @@ def teacher_from_args(path: str, arch: str | None, source):
             raise ValueError(f"--teacher-arch takes MODEL[:WIDTH], e.g. cnn:1.5, got {arch!r}") from None
         channels, classes = source.channels, len(source.classes)
         constructor = lambda: build_model(name, width, channels, classes)  # noqa: E731
-    return load_teacher(path, constructor)
+    return load_teacher(path, constructor, trust=trust)
 
 
 def _main(fn, a) -> None:
@@ -113,11 +119,11 @@ def cmd_report(a) -> None:
 
 
 def _score(a) -> None:
-    from ..policy import RandAugment, get_policy
+    from ..core.policy import RandAugment, get_policy
     from .table import DifficultyTable
 
     source = open_source(a.source, a.channels)
-    teacher = teacher_from_args(a.teacher, a.teacher_arch, source)
+    teacher = teacher_from_args(a.teacher, a.teacher_arch, source, a.trust_checkpoint)
     policy = RandAugment(a.num_ops) if a.policy.lower() == "randaugment" else get_policy(a.policy)
     table = DifficultyTable.build(teacher, source, policy=policy, magnitudes=a.magnitudes, views=a.views,
                                   batch_size=a.batch_size, device=a.device, metric=a.metric, seed=a.seed, size=a.size,
@@ -135,7 +141,7 @@ def _report(a) -> None:
     from .report import limits_from_report, op_report, write_report
 
     source = open_source(a.source, a.channels)
-    teacher = teacher_from_args(a.teacher, a.teacher_arch, source)
+    teacher = teacher_from_args(a.teacher, a.teacher_arch, source, a.trust_checkpoint)
     report = op_report(teacher, source, samples=a.samples, magnitudes=a.magnitudes, batch_size=a.batch_size,
                        seed=a.seed, device=a.device, size=a.size, amp=a.amp, progress=a.progress)
     report.update(source=a.source, channels=a.channels)

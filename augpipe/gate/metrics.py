@@ -17,17 +17,73 @@ logits (one extra forward); it ignores the label.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-METRICS = ("p_true", "margin", "entropy", "kl")
-LOWEST = {"p_true": 0.0, "margin": -1.0, "entropy": 0.0, "kl": 0.0}  # each score's lowest possible value
+@dataclass(frozen=True)
+class Metric:
+    """A teacher score, higher = easier, as a registered object.
+
+    Attributes:
+        name: what `TeacherGate(metric=...)` and `--gate-metric` call it.
+        lowest: the lowest value it can take (the gate's "hardest" fill).
+        fn: (log-probabilities (N, C), labels (N,), clean log-probabilities
+            (N, C) or None) -> float32 (N,) scores.
+        needs_clean: the score compares with the teacher on the clean view.
+    """
+
+    name: str
+    lowest: float
+    fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+    needs_clean: bool = False
+
+
+REGISTRY: dict[str, Metric] = {}
+
+
+def register(metric: Metric) -> Metric:
+    """Add a metric (one call in one new file is all a new metric needs)."""
+    if not isinstance(metric, Metric):
+        raise TypeError(f"register takes a Metric, got {type(metric).__name__}")
+    REGISTRY[metric.name] = metric
+    return metric
+
+
+def _p_true(logp, labels, _):
+    return logp.exp().gather(1, labels.to(logp.device).long().view(-1, 1)).squeeze(1)
+
+
+def _margin(logp, labels, _):
+    p = logp.exp()
+    labels = labels.to(p.device).long().view(-1, 1)
+    return p.gather(1, labels).squeeze(1) - p.scatter(1, labels, -1.0).amax(1)
+
+
+def _entropy(logp, labels, _):
+    classes = logp.shape[1]
+    if classes < 2:
+        return torch.ones(len(logp), device=logp.device)
+    entropy = -(logp.exp() * logp).sum(1)
+    return (1.0 - entropy / math.log(classes)).clamp(0.0, 1.0)
+
+
+def _kl(logp, labels, logq):
+    return torch.exp(-(logq.exp() * (logq - logp)).sum(1).clamp_min(0.0))
+
+
+for _m in (Metric("p_true", 0.0, _p_true), Metric("margin", -1.0, _margin), Metric("entropy", 0.0, _entropy),
+           Metric("kl", 0.0, _kl, needs_clean=True)):
+    register(_m)
+METRICS = tuple(REGISTRY)  # the built-in names, for command-line choices
+LOWEST = {m.name: m.lowest for m in REGISTRY.values()}
 
 
 def check_metric(metric: str) -> str:
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    if metric not in REGISTRY:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(REGISTRY)}")
     return metric
 
 
@@ -35,29 +91,16 @@ def score(metric: str, logits: torch.Tensor, labels: torch.Tensor, clean_logits:
     """float32 (N,) scores (higher = easier) on the logits' device.
 
     Args:
-        metric: one of METRICS.
+        metric: a registered metric's name (built in: METRICS).
         logits: (N, C) teacher logits of the augmented views.
         labels: (N,) int64 labels.
-        clean_logits: (N, C) teacher logits of the clean views ("kl" only).
+        clean_logits: (N, C) teacher logits of the clean views (metrics with
+            needs_clean, e.g. "kl").
     """
-    check_metric(metric)
+    m = REGISTRY[check_metric(metric)]
     logp = F.log_softmax(logits.float(), dim=1)
-    if metric == "kl":
+    if m.needs_clean:
         if clean_logits is None:
-            raise ValueError("metric 'kl' needs the teacher's logits on the clean views (clean_logits=)")
-        logq = F.log_softmax(clean_logits.float(), dim=1)
-        kl = (logq.exp() * (logq - logp)).sum(1).clamp_min(0.0)
-        return torch.exp(-kl)
-    p = logp.exp()
-    if metric == "entropy":
-        classes = logits.shape[1]
-        if classes < 2:
-            return torch.ones(len(p), device=p.device)
-        entropy = -(p * logp).sum(1)
-        return (1.0 - entropy / math.log(classes)).clamp(0.0, 1.0)
-    labels = labels.to(p.device).long().view(-1, 1)
-    p_true = p.gather(1, labels).squeeze(1)
-    if metric == "p_true":
-        return p_true
-    others = p.scatter(1, labels, -1.0)
-    return p_true - others.amax(1)
+            raise ValueError(f"metric {metric!r} needs the teacher's logits on the clean views (clean_logits=)")
+        return m.fn(logp, labels, F.log_softmax(clean_logits.float(), dim=1))
+    return m.fn(logp, labels, None)

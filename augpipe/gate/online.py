@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..ops import MAX_MAGNITUDE, check_magnitude
-from .metrics import LOWEST, check_metric, score
+from ..core.ops import MAX_MAGNITUDE, check_magnitude
+from .metrics import LOWEST, REGISTRY, check_metric, score
 from .teacher import Teacher
 
 ACTIONS = ("fallback", "drop", "reweight")
@@ -59,6 +59,15 @@ class CapFeedback:
         lowered = np.maximum(self.floor, np.minimum(caps, used) - self.down)
         raised = np.minimum(MAX_MAGNITUDE, caps + self.up)
         return np.where(hard, lowered, raised).astype(np.float32)
+
+
+def check_fallback(fallback):
+    """A fallback magnitude: a number in [0, 30], or "half" (of the magnitude used)."""
+    if fallback == "half":
+        return fallback
+    if isinstance(fallback, str):
+        raise ValueError(f"fallback must be a magnitude in [0, 30] or 'half', got {fallback!r}")
+    return check_magnitude(fallback, name="fallback")
 
 
 class TeacherGate:
@@ -150,10 +159,7 @@ class TeacherGate:
             raise ValueError(f"keep_ratio must be a number in (0, 1], got {keep_ratio!r}")
         if action not in ACTIONS:
             raise ValueError(f"unknown action {action!r}; choose one of {', '.join(ACTIONS)}")
-        if fallback != "half":
-            if isinstance(fallback, str):
-                raise ValueError(f"fallback must be a magnitude in [0, 30] or 'half', got {fallback!r}")
-            fallback = check_magnitude(fallback, name="fallback")
+        fallback = check_fallback(fallback)
         if feedback is not None and not isinstance(feedback, CapFeedback):
             raise TypeError(f"feedback must be a CapFeedback or None, got {type(feedback).__name__}")
         self.threshold = None if threshold is None else float(threshold)
@@ -208,7 +214,7 @@ class TeacherGate:
         """float32 (N,) teacher scores of a batch (higher = easier)."""
         logits = self.teacher.logits(batch.images)
         clean = None
-        if self.metric == "kl":
+        if REGISTRY[self.metric].needs_clean:
             clean = self.teacher.logits(loader.render(batch.index, 0.0, epoch=batch.epoch).images)
         s = score(self.metric, logits, batch.labels, clean).cpu().numpy().astype(np.float32)
         if not np.isfinite(s).all():

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..ops import MAX_MAGNITUDE, OPS, RAND_AUGMENT_OPS, check_magnitude
+from ..core.ops import MAX_MAGNITUDE, OPS, RAND_AUGMENT_OPS, check_magnitude
 from .metrics import score
 from .teacher import Teacher
 
@@ -49,9 +49,9 @@ def op_report(teacher, source, samples: int = 1000, magnitudes=range(31), ops=RE
     """
     from tqdm import tqdm
 
-    from .. import __version__
+    from .._version import __version__
+    from ..core.policy import RandAugment
     from ..loader import Loader
-    from ..policy import RandAugment
 
     mags = [check_magnitude(m) for m in magnitudes]
     if not mags or mags != sorted(set(mags)):

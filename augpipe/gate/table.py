@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..ops import check_magnitude
-from ..policy import Policy, RandAugment, get_policy
-from .metrics import check_metric, score
+from .._files import atomic_write
+from ..core.ops import check_magnitude
+from ..core.policy import Policy, RandAugment, get_policy
+from .metrics import REGISTRY, check_metric, score
 from .teacher import Teacher
 
 FORMAT = 1
@@ -67,7 +68,7 @@ class DifficultyTable:
             views: random views per sample (epochs 0..views-1 of the plan), >= 1.
             batch_size: samples rendered and scored at a time.
             device: where samples are rendered and the teacher runs (default cpu).
-            metric: the gate's metric ("p_true", "margin", "entropy", "kl").
+            metric: the gate's metric (one of augpipe.gate.metrics.METRICS).
             seed: the plans' seed.
             size: output side (default: the Loader's default for the source).
             mean, std: the teacher's input normalisation (default: the loader's).
@@ -76,7 +77,7 @@ class DifficultyTable:
         """
         from tqdm import tqdm
 
-        from .. import __version__
+        from .._version import __version__
         from ..loader import Loader
 
         check_metric(metric)
@@ -98,7 +99,7 @@ class DifficultyTable:
                 for lo in range(0, n, batch_size):
                     idx = np.arange(lo, min(lo + batch_size, n), dtype=np.int64)
                     clean = None
-                    if metric == "kl":
+                    if REGISTRY[metric].needs_clean:
                         clean = judge.logits(loader.render(idx, 0.0, epoch=v).images)
                     for j, m in enumerate(mags):
                         view = loader.render(idx, m, epoch=v)
@@ -165,20 +166,14 @@ class DifficultyTable:
     # ---------------------------------------------------------- files
     def save(self, path) -> Path:
         """Write an .npz (scores, magnitudes, keys, metadata as JSON) atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
+        arrays = {"scores": self.scores, "magnitudes": self.magnitudes, "metadata": np.array(json.dumps(self.metadata))}
+        if self.keys is not None:
+            arrays["keys"] = self.keys
+
+        def write(tmp):
             with open(tmp, "wb") as f:
-                arrays = {"scores": self.scores, "magnitudes": self.magnitudes,
-                          "metadata": np.array(json.dumps(self.metadata))}
-                if self.keys is not None:
-                    arrays["keys"] = self.keys
                 np.savez_compressed(f, **arrays)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+        return atomic_write(path, write)
 
     @classmethod
     def load(cls, path) -> "DifficultyTable":

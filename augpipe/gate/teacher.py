@@ -11,7 +11,9 @@ the teacher returns into (N, classes) float32 logits.
 `augpipe prune` run directory or its model.pt, a whole pickled nn.Module
 (`torch.save(model, path)`), a TorchScript file (`torch.jit.save`), or a
 state_dict (also under a "state_dict" or "model" key) with a `constructor`.
-Pickled files are loaded with weights_only=False: only load files you trust.
+Files are read with torch's safe loader (weights_only=True); a pickled
+nn.Module needs `trust=True` (`--trust-checkpoint`), since unpickling it can
+run code from the file.
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from typing import Callable
 
 import torch
 from torch import nn
+
+from ..models import load_checkpoint, load_run_model
 
 OUTPUT_FORMATS = ("a logits tensor (N, classes)", "a tuple or list whose first element is one",
                   "a dict with the logits under `output_key` (default 'logits')")
@@ -190,13 +194,15 @@ EXPECTED = ("an `augpipe train` run directory or its model.pt, a pickled nn.Modu
             "a TorchScript file (torch.jit.save), or a state_dict with a constructor")
 
 
-def load_teacher(path, constructor: Callable[[], nn.Module] | None = None) -> nn.Module:
+def load_teacher(path, constructor: Callable[[], nn.Module] | None = None, trust: bool = False) -> nn.Module:
     """Read a teacher checkpoint (see the module docstring), on the CPU, in eval mode.
 
     Args:
         path: the file, or an `augpipe train` run directory.
         constructor: for a state_dict: a callable returning the module to load
             it into (e.g. `lambda: build_model("cnn", 1.5)`).
+        trust: allow a file that holds pickled Python objects (a whole
+            nn.Module): unpickling runs code from the file. Default False.
 
     Raises:
         FileNotFoundError: no such file (or a directory without model.pt).
@@ -213,18 +219,16 @@ def load_teacher(path, constructor: Callable[[], nn.Module] | None = None) -> nn
     if _is_torchscript(path):
         return torch.jit.load(str(path), map_location="cpu").eval()
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        obj = load_checkpoint(path, trust=trust, what="teacher checkpoint")
+    except ValueError:
+        raise
     except Exception as err:
         raise ValueError(f"teacher checkpoint {path} cannot be read by torch.load ({type(err).__name__}: {err}); "
                          f"expected {EXPECTED}") from err
     if isinstance(obj, nn.Module):
         return obj.eval()
     if isinstance(obj, Mapping) and {"arch", "model", "config"} <= set(obj):
-        # The driver owns its checkpoint format (model registry + pruning
-        # structure); imported here only, so the gate stays below the driver.
-        from ..driver.runs import load_run_model
-
-        return load_run_model(path)[0].eval()
+        return load_run_model(path, trust=trust)[0].eval()
     state = _state_dict(obj)
     if state is None:
         raise ValueError(f"teacher checkpoint {path} holds a {type(obj).__name__}; expected {EXPECTED}")

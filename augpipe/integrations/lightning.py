@@ -1,6 +1,6 @@
 """`AugpipeCallback`: drive an augpipe Loader's magnitude from a Lightning Trainer.
 
-    from augpipe.integrations.lightning import AugpipeCallback
+    from .lightning import AugpipeCallback
     trainer = lightning.Trainer(callbacks=[
         ModelPruning("l1_unstructured", amount=0.3, use_global_unstructured=True),
         AugpipeCallback(loader, schedule=CapacitySchedule.linear(9, 0, dense_params=n))])

@@ -1,0 +1,43 @@
+"""Argument checks shared by every public entry point: one place, so that the
+same bad value gets the same words wherever it is passed. Each raises
+ValueError (TypeError for a wrong kind of object) naming the argument, the
+range it takes, and the value it got."""
+from __future__ import annotations
+
+import numpy as np
+
+SEED_MAX = 2 ** 63 - 1  # seeds are int64 inside the compiled planner
+
+
+def check_int(name: str, value, low: int | None = None, high: int | None = None) -> int:
+    """`value` as an int in [low, high] (either bound optional); bools are refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an int{_range(low, high)}, got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(f"{name} must be an int{_range(low, high)}, got {value!r}")
+    return int(value)
+
+
+def check_seed(value, name: str = "seed") -> int:
+    return check_int(name, value, 0, SEED_MAX)
+
+
+def check_size(value, name: str = "size") -> tuple[int, int]:
+    """An output side: a positive int, or an (height, width) pair of them."""
+    pair = (value, value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else value
+    try:
+        h, w = pair
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive int or an (height, width) pair, got {value!r}") from None
+    for v in (h, w):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a positive int or an (height, width) pair, got {value!r}")
+    return int(h), int(w)
+
+
+def _range(low, high) -> str:
+    if low is not None and high is not None:
+        return f" in [{low}, {high}]"
+    if low is not None:
+        return f" >= {low}"
+    return f" <= {high}" if high is not None else ""

@@ -1,0 +1,44 @@
+"""`open_source`: what the user passed to the Loader, as a Source."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .array import ArraySource, FashionMNIST
+from .base import Source
+from .folder import FolderSource
+
+
+def open_source(source, on_error: str = "raise") -> Source:
+    """Turns what the user passed into a Source.
+
+    Args:
+        source: A Source (returned as is); an (images, labels) pair; "fashion-mnist",
+            "fashion-mnist:train" or "fashion-mnist:test"; a path to an image folder; or a
+            .beton file (`augpipe convert`; read with FFCV).
+        on_error: Passed to FolderSource.
+
+    Raises:
+        ValueError: An existing path that is neither a folder nor a .beton file.
+        FileNotFoundError: A path that does not exist.
+        TypeError: Anything else.
+    """
+    if isinstance(source, Source):
+        return source
+    if isinstance(source, (tuple, list)) and len(source) == 2:
+        return ArraySource(*source)
+    if isinstance(source, str) and (source == "fashion-mnist" or source.startswith("fashion-mnist:")):
+        return FashionMNIST(split=source.partition(":")[2] or "train")
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise FileNotFoundError(f"source path {path} does not exist")
+        if path.suffix.lower() == ".beton":
+            from .beton import BetonSource  # FFCV is imported only for .beton sources
+
+            return BetonSource(path)
+        if not path.is_dir():
+            raise ValueError(f"{path} is a file; expected a folder laid out as <root>/<class>/<image>")
+        return FolderSource(path, on_error=on_error)
+    raise TypeError(f"cannot open a source from {type(source).__name__}; pass a Source, an (images, labels) "
+                    "pair, 'fashion-mnist[:train|:test]' or an image folder path")

@@ -1,0 +1,20 @@
+"""Every experiment of PLAN.md in order, resumable: the regime pilot, then C
+(which needs no go rule), then C2's measurement. Rerun it as is after an
+interruption; finished runs are skipped, interrupted ones resume.
+
+    .venv/bin/python benchmarks/paper/all.py
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import c_teacher  # noqa: E402
+import pilot  # noqa: E402
+
+if __name__ == "__main__":
+    pilot.pilot()
+    c_teacher.experiment()
+    c_teacher.measure()

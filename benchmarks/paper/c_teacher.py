@@ -1,0 +1,220 @@
+"""Experiment 3 of PLAN.md (finding C): the teacher as a judge of difficulty.
+
+    .venv/bin/python benchmarks/paper/c_teacher.py           # train what is missing (resumes), then summarise
+    .venv/bin/python benchmarks/paper/c_teacher.py summary   # summarise what has run
+    .venv/bin/python benchmarks/paper/c_teacher.py measure   # C2: teacher score vs the student's harm (no training)
+
+The setting is `cnn2-2k` (PLAN.md, amendment 1): teachers are SmallCNN width 2
+trained at M=10 on the fixed 2,000-image split, one per seed (the pilot's
+`cnn2-2k/m10-s0` is seed 0's, the same command); students are width 0.25
+under M=15. Runs go to $AUGPIPE_RUNS/c/ (default runs/paper2/c/), two at a
+time; finished runs are skipped and interrupted ones resume. Results:
+benchmarks/paper/results2/c.md and c.json (marked partial until every run is in).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+os.environ.setdefault("AUGPIPE_RUNS", str(HERE.parents[1] / "runs" / "paper2"))
+
+import pilot  # noqa: E402  (the regime's settings and runs)
+import run  # noqa: E402
+import stats  # noqa: E402
+
+RUNS = Path(os.environ["AUGPIPE_RUNS"]) / "c"
+OUT = HERE / "results2"
+SEEDS = (0, 1, 2, 3, 4)
+STRONG, STUDENT, TEACHER_W, TEACHER_M = 15, 0.25, 2, 10
+THRESHOLD = "0.5"  # p_true below even odds: the teacher no longer prefers the label
+COMMON = ["--train-size", "2000", "--epochs", "150", "--policy", "randaugment", *pilot.SPLIT]
+
+
+def teacher(seed: int) -> Path:
+    if seed == 0:  # the pilot trained exactly this command (up to --out)
+        return pilot.RUNS / "cnn2-2k" / "m10-s0"
+    return RUNS / f"teacher-s{seed}"
+
+
+def teacher_runs() -> list[tuple[Path, list[str]]]:
+    return [(teacher(s), ["train", "--model", "cnn", "--width", f"{TEACHER_W:g}", "--magnitude", str(TEACHER_M),
+                          "--seed", str(s), *COMMON, "--out", str(teacher(s))]) for s in SEEDS if s != 0]
+
+
+def student(arm: str, seed: int) -> Path:
+    return RUNS / f"{arm}-s{seed}"
+
+
+def arms(seed: int) -> dict[str, list[str]]:
+    t = str(teacher(seed))
+    gate = ["--gate", "fallback", "--gate-teacher", t, "--gate-threshold", THRESHOLD, "--gate-fallback", "0"]
+    out = {f"ungated-m{m}": ["--magnitude", str(m)] for m in (0, 5, 10, STRONG)}
+    out |= {
+        "teacher-fallback": ["--magnitude", str(STRONG), *gate],
+        # the control: the same action at the teacher arm's per-epoch rate, on samples chosen at random
+        "random-fallback": ["--magnitude", str(STRONG), "--gate", "fallback", "--gate-fallback", "0",
+                            "--gate-random", str(student("teacher-fallback", seed) / "report.json")],
+        "kd": ["--magnitude", str(STRONG), "--teacher", t],
+        "kd-teacher-fallback": ["--magnitude", str(STRONG), "--teacher", t, *gate],
+        "self-entropy-fallback": ["--magnitude", str(STRONG), "--gate", "fallback", "--gate-teacher", "self",
+                                  "--gate-metric", "entropy", "--gate-threshold", THRESHOLD, "--gate-fallback", "0"],
+    }
+    return out
+
+
+def student_runs(names) -> list[tuple[Path, list[str]]]:
+    return [(student(a, s), ["train", "--model", "cnn", "--width", f"{STUDENT:g}", *args, "--seed", str(s), *COMMON,
+                             "--out", str(student(a, s))])
+            for s in SEEDS for a, args in arms(s).items() if a in names]
+
+
+def experiment() -> None:
+    run.execute(teacher_runs())
+    first = [a for a in arms(0) if a != "random-fallback"]
+    run.execute(student_runs(first))
+    run.execute(student_runs(["random-fallback"]))  # needs the teacher arm's per-epoch rates
+    summarise()
+
+
+def _report(path: Path) -> dict | None:
+    f = path / "report.json"
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
+def summarise() -> dict:
+    names = list(arms(0))
+    val = {a: {s: r["val"]["accuracy"] for s in SEEDS if (r := _report(student(a, s)))} for a in names}
+    test = {a: {s: r["test"]["accuracy"] for s in SEEDS if (r := _report(student(a, s)))} for a in names}
+    teachers = {s: r["val"]["accuracy"] for s in SEEDS if (r := _report(teacher(s)))}
+    runs = []
+    for a in names:
+        for s in SEEDS:
+            r = _report(student(a, s))
+            if r is not None:
+                g = r.get("gate", {})
+                runs.append({"arm": a, "seed": s, "split_seed": 0, "val": r["val"]["accuracy"],
+                             "test": r["test"]["accuracy"], "train_clean": r["train_clean"]["accuracy"],
+                             "gap": r["train_val_gap"], "gated_share": g["gated"] / g["samples"] if g.get("samples")
+                             else None, "wall_s_total": r["wall_s_total"], "cpu": r["cpu"],
+                             "command": r["command"].replace(f"{run.ROOT}/", "")})
+    lines = ["# Finding C: the teacher as a judge of difficulty (PLAN.md, experiment 3)", "",
+             "`.venv/bin/python benchmarks/paper/c_teacher.py` — student SmallCNN width 0.25 under RandAugment "
+             f"M={STRONG}, teacher width 2 trained at M={TEACHER_M}, one teacher per seed; 2,000 training images, "
+             "150 epochs, split seed 0; validation accuracy per seed (test in c.json).", ""]
+    complete = all(len(val[a]) == len(SEEDS) for a in names)
+    if not complete:
+        lines += ["**Partial**: not every run has finished.", ""]
+    lines += ["| arm | " + " | ".join(f"s{s}" for s in SEEDS) + " | mean | gated share |",
+              "|---|" + "---:|" * (len(SEEDS) + 2)]
+    for a in names:
+        cells = " | ".join(f"{val[a][s]:.4f}" if s in val[a] else "—" for s in SEEDS)
+        mean = sum(val[a].values()) / len(val[a]) if val[a] else float("nan")
+        shares = [r["gated_share"] for r in runs if r["arm"] == a and r["gated_share"] is not None]
+        share = f"{sum(shares) / len(shares):.3f}" if shares else "—"
+        lines.append(f"| {a} | {cells} | {mean:.4f} | {share} |")
+    lines.append(f"| teacher (w{TEACHER_W:g}, M={TEACHER_M}) | " +
+                 " | ".join(f"{teachers[s]:.4f}" if s in teachers else "—" for s in SEEDS) + " | | |")
+    lines.append("")
+
+    def contrast(a, b):
+        seeds = sorted(set(val[a]) & set(val[b]))
+        if len(seeds) < 2:
+            return None
+        return stats.paired([val[a][s] for s in seeds], [val[b][s] for s in seeds])
+
+    ungated = [a for a in names if a.startswith("ungated-")]
+    best = max(ungated, key=lambda a: sum(val[a].values()) / len(val[a]) if val[a] else -1)
+    family = {"C1 (primary): teacher fallback − random fallback at the same rate":
+              contrast("teacher-fallback", "random-fallback")}
+    secondary = {f"teacher fallback − best ungated M ({best})": contrast("teacher-fallback", best),
+                 "KD + teacher fallback − KD": contrast("kd-teacher-fallback", "kd"),
+                 "self-entropy fallback − random fallback": contrast("self-entropy-fallback", "random-fallback"),
+                 f"teacher fallback − ungated M={STRONG}": contrast("teacher-fallback", f"ungated-m{STRONG}")}
+    c2 = _load_c2()
+    lines.append("Primary (Holm over {C1, C2} at α = 0.05, paired t over seeds):")
+    primaries = {k: v for k, v in family.items() if v is not None}
+    ps = [v["p"] for v in primaries.values()] + [r["p_one_sided"] for r in c2.get("per_seed", [])]
+    adjusted = stats.holm(ps) if ps else []
+    for (k, v), p in zip(primaries.items(), adjusted):
+        lines.append(f"- {k}: {stats.fmt(v, p)}; per seed {[round(x, 2) for x in v['per_seed']]}")
+    if not primaries:
+        lines.append("- C1: not enough seeds yet")
+    lines += ["", "Secondary (unadjusted):"]
+    for k, v in secondary.items():
+        lines.append(f"- {k}: " + (stats.fmt(v) if v is not None else "not enough seeds yet"))
+    strength = [teachers[s] - val[f"ungated-m{STRONG}"][s] for s in SEEDS
+                if s in teachers and s in val[f"ungated-m{STRONG}"]]
+    if strength:
+        lines += ["", f"Teacher − student (ungated M={STRONG}) on validation: "
+                      f"{min(strength) * 100:.2f} to {max(strength) * 100:.2f} points over {len(strength)} seeds "
+                      "(PLAN.md requires ≥ 5)."]
+    if c2:
+        lines += ["", c2["text"]]
+    OUT.mkdir(exist_ok=True)
+    data = {"complete": complete, "runs": runs, "teachers": teachers, "c2": c2,
+            "contrasts": {k: v for k, v in {**family, **secondary}.items() if v is not None}}
+    (OUT / "c.md").write_text("\n".join(lines) + "\n")
+    (OUT / "c.json").write_text(json.dumps(data, indent=1) + "\n")
+    return data
+
+
+# ------------------------------------------------------------------ C2: measurement
+C2_MAGNITUDES = (0, 5, 10, 15, 20, 30)
+
+
+def measure() -> None:
+    """Per teacher seed: p_true of the teacher and of the ungated M=15 student on the same augmented views
+    of the validation split; Spearman's rho between the teacher's score at M and the student's loss increase
+    over M=0 on the same sample (one view, the plans' seed = the seed)."""
+    import numpy as np
+    from scipy import stats as st
+
+    from augpipe.driver.data import make_data
+    from augpipe.gate import DifficultyTable
+    from augpipe.models import load_run_model
+
+    data = make_data("fashion-mnist", 2000, 5000, 0, 1)
+    per_seed = []
+    for s in SEEDS:
+        t, u = teacher(s), student(f"ungated-m{STRONG}", s)
+        if not (t / "report.json").is_file() or not (u / "report.json").is_file():
+            continue
+        tables = {}
+        for name, path in (("teacher", t), ("student", u)):
+            model = load_run_model(path)[0]
+            tables[name] = DifficultyTable.build(model, data.val, magnitudes=C2_MAGNITUDES, views=1, seed=s,
+                                                 metric="p_true", progress=False)
+        ts = tables["teacher"].scores[:, 1:, 0].ravel()  # M > 0
+        ps = np.clip(tables["student"].scores[:, :, 0], 1e-7, 1.0)
+        harm = (-np.log(ps[:, 1:]) + np.log(ps[:, :1])).ravel()  # student's loss increase over its M=0 view
+        rho, p_two = st.spearmanr(ts, harm)
+        per_seed.append({"seed": s, "rho": float(rho), "p_one_sided": float(p_two / 2 if rho < 0 else 1 - p_two / 2),
+                         "n": int(len(ts))})
+    lines = ["C2 (measurement, validation split, views at M ∈ {5, 10, 15, 20, 30}, one view per sample): "
+             "Spearman's ρ between the teacher's p_true and the student's loss increase over M=0; H1: ρ < 0."]
+    lines += [f"- seed {r['seed']}: ρ = {r['rho']:.3f} (n = {r['n']:,}, one-sided p = {r['p_one_sided']:.3g})"
+              for r in per_seed]
+    OUT.mkdir(exist_ok=True)
+    (OUT / "c2.json").write_text(json.dumps({"per_seed": per_seed, "text": "\n".join(lines)}, indent=1) + "\n")
+    summarise()
+
+
+def _load_c2() -> dict:
+    f = OUT / "c2.json"
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["summary"]:
+        summarise()
+        print((OUT / "c.md").read_text())
+    elif sys.argv[1:] == ["measure"]:
+        measure()
+    elif sys.argv[1:]:
+        sys.exit(__doc__)
+    else:
+        experiment()
