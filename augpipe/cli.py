@@ -122,6 +122,9 @@ def main(argv=None) -> None:
     d = sub.add_parser("demo", help="the main job on Fashion-MNIST")
     d.add_argument("--out", default="augpipe-out")
     d.set_defaults(func=cmd_demo)
+    from .tools.warmup import add_parser as add_warmup_parser
+
+    add_warmup_parser(sub)
 
     a = p.parse_args(argv)
     a.func(a)

@@ -118,8 +118,12 @@ class FolderBatches:
 
 
 def warm_up(channels: int) -> None:
-    """Compile the pass now (before worker threads or processes start)."""
+    """Compile the pass now (before worker threads or processes start); from
+    numba's cache after the first process."""
+    from ..engine.compiled import notice
     from ..engine.fused import render_jpeg_batch
+
+    notice(render_jpeg_batch, "the image-folder kernels", 40)
 
     empty = np.zeros(0, np.int64)
     render_jpeg_batch(np.zeros(1, np.uint8), np.zeros(1, np.int64), empty, empty, np.zeros(0, bool),

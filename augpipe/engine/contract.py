@@ -134,8 +134,13 @@ class BackendContext:
     def warm_up(self) -> None:
         """Compile the planner and the CPU executor now (before workers fork or
         a pipeline thread starts), so they inherit compiled code."""
+        from ..core.dispatch import compiled
+        from ..core.plan import plan_batch
+        from .compiled import notice
         from .exec_cpu import apply_ops_cpu
 
+        notice(plan_batch, "the planner", 15)
+        notice(compiled().apply_ops_serial, "the augmentation kernels", 30)
         make_plan(0, 0, np.zeros(1, np.int64), 8, 8, 0.0, None, self.crop, self.policy)
         apply_ops_cpu(torch.zeros(1, self.channels, 8, 8, dtype=torch.uint8), np.ones((1, 1)), np.ones((1, 1)),
                       self.policy.space)

@@ -23,7 +23,7 @@ from ..kernels.resize import resize_box_rgbx, resize_scratch_rgbx
 apply_sample_ops = compiled().apply_sample_ops
 
 
-@njit(nogil=True)  # not cached: numba cannot cache the ctypes call inside
+@njit(nogil=True, cache=True)
 def jpeg_to_image(data, height, width, box, region, max_denom, fast_dct, flip, fill, dec_buf, tmp, image):
     """Decode the part of `box` (top, left, h, w; int64, rewritten when DCT
     scaling applies) inside a JPEG of height x width, then resize it to
@@ -47,7 +47,7 @@ def jpeg_to_image(data, height, width, box, region, max_denom, fast_dct, flip, f
     resize_box_rgbx(src, top - t0, left - region[0], h, w, flip, fill, image, tmp)
     return 0
 
-@njit(nogil=True)
+@njit(nogil=True, cache=True)
 def finish_image(image, channels, ops, mags, tables, has_ops, pair, out):
     """The planned ops on a resized RGB `image` (its ops partner in `pair`),
     then a CHW write into `out` (channels, H, W). channels == 1 keeps one
@@ -75,7 +75,7 @@ def finish_image(image, channels, ops, mags, tables, has_ops, pair, out):
 
 
 
-@njit(nogil=True)
+@njit(nogil=True, cache=True)
 def render_jpeg_batch(buf, offsets, heights, widths, jpeg, boxes, flips, fill, ops, mags, tables, has_ops,
                       max_denom, out, status):
     """A batch of JPEG files, one compiled pass per sample, on the calling thread.

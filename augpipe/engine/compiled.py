@@ -1,0 +1,31 @@
+"""Compiled once per install, and saying so.
+
+numba keeps compiled kernels on disk (beside each module, or under
+NUMBA_CACHE_DIR) and later processes load them in about a second. The first
+process after an install compiles instead, which takes tens of seconds on two
+cores; `notice` prints one line when that is about to happen, so the wait is
+not silent. `augpipe warmup` (augpipe.tools.warmup) does it ahead of time.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+_SAID: set[str] = set()
+
+
+def cached(dispatcher) -> bool:
+    """Whether numba's on-disk cache holds an index for `dispatcher` (any signature)."""
+    cache = getattr(dispatcher, "_cache", None)
+    index = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
+    return index is not None and os.path.exists(index)
+
+
+def notice(dispatcher, what: str, seconds: int) -> None:
+    """One line on stderr, once per process, when `dispatcher` is not cached yet."""
+    if what in _SAID or cached(dispatcher):
+        return
+    _SAID.add(what)
+    where = getattr(getattr(dispatcher, "_cache", None), "_cache_path", "numba's cache")
+    print(f"augpipe: compiling {what} once (about {seconds} s on 2 cores; `augpipe warmup` does it ahead of "
+          f"time); cached in {where}", file=sys.stderr, flush=True)
