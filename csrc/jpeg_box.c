@@ -16,6 +16,7 @@
 #include <setjmp.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <jpeglib.h>
 
@@ -105,6 +106,91 @@ int augpipe_jpeg_decode_box(const unsigned char *data, uint64_t size, int64_t to
     }
     jpeg_destroy_decompress(&cinfo);
     return rc;
+}
+
+/* ------------------------------------------------------------------ headers
+ * What an image folder's scan needs of each file, read without decoding:
+ * height, width, components and the file size from the JPEG markers (SOFn)
+ * or the PNG IHDR chunk, and whether a JPEG ends with its end-of-image marker.
+ * One call scans a whole chunk of paths, so Python threads calling it through
+ * ctypes run in parallel (the GIL is released for the call).
+ *
+ * kinds[i]: 1 JPEG with 1 or 3 components and an end-of-image marker, 3 the
+ * same without it (truncated), 2 a PNG or a JPEG of another component count,
+ * 0 unreadable (cannot open, empty, or a JPEG/PNG whose header is cut),
+ * -1 another format: the caller asks PIL. info[i] = {height, width, bytes}. */
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define HEADER_CHUNK 65536
+
+static int jpeg_dims(const unsigned char *b, int64_t n, int64_t *h, int64_t *w, int *comps) {
+    int64_t pos = 2;
+    while (pos + 1 < n) {
+        if (b[pos] != 0xFF) return 0; /* not on a marker: corrupt */
+        while (pos < n && b[pos] == 0xFF) pos++;
+        if (pos >= n) return -1;
+        unsigned char m = b[pos++];
+        if (m == 0xD8 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue; /* no length */
+        if (m == 0xD9 || m == 0xDA) return 0;                               /* EOI / SOS before SOF */
+        if (pos + 2 > n) return -1;
+        int64_t len = ((int64_t)b[pos] << 8) | b[pos + 1];
+        if (len < 2) return 0;
+        if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC) {
+            if (pos + 8 > n) return -1;
+            *h = ((int64_t)b[pos + 3] << 8) | b[pos + 4];
+            *w = ((int64_t)b[pos + 5] << 8) | b[pos + 6];
+            *comps = b[pos + 7];
+            return (*h > 0 && *w > 0) ? 1 : 0;
+        }
+        pos += len;
+    }
+    return -1; /* ran out of bytes: the caller reads more */
+}
+
+static int8_t scan_one(const char *path, int64_t *info) {
+    static const unsigned char png[8] = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
+    unsigned char head[HEADER_CHUNK], tail[2];
+    struct stat st;
+    int8_t kind = 0;
+    int fd = open(path, O_RDONLY);
+    info[0] = info[1] = info[2] = 0;
+    if (fd < 0) return 0;
+    if (fstat(fd, &st) != 0 || st.st_size <= 0) { close(fd); return 0; }
+    info[2] = (int64_t)st.st_size;
+    ssize_t got = pread(fd, head, HEADER_CHUNK, 0);
+    if (got >= 4 && head[0] == 0xFF && head[1] == 0xD8 && head[2] == 0xFF) {
+        int comps = 0, r = jpeg_dims(head, got, &info[0], &info[1], &comps);
+        if (r < 0 && st.st_size > got) { /* SOF beyond the first chunk (large EXIF): read it all */
+            unsigned char *all = (unsigned char *)malloc((size_t)st.st_size);
+            if (all && pread(fd, all, (size_t)st.st_size, 0) == st.st_size)
+                r = jpeg_dims(all, st.st_size, &info[0], &info[1], &comps);
+            free(all);
+        }
+        if (r == 1) {
+            if (comps == 1 || comps == 3)
+                kind = (pread(fd, tail, 2, st.st_size - 2) == 2 && tail[0] == 0xFF && tail[1] == 0xD9) ? 1 : 3;
+            else
+                kind = 2;
+        } else {
+            info[0] = info[1] = 0;
+        }
+    } else if (got >= 24 && memcmp(head, png, 8) == 0 && memcmp(head + 12, "IHDR", 4) == 0) {
+        info[1] = ((int64_t)head[16] << 24) | ((int64_t)head[17] << 16) | ((int64_t)head[18] << 8) | head[19];
+        info[0] = ((int64_t)head[20] << 24) | ((int64_t)head[21] << 16) | ((int64_t)head[22] << 8) | head[23];
+        kind = 2;
+    } else if (got > 0) {
+        kind = -1;
+    }
+    close(fd);
+    return kind;
+}
+
+int64_t augpipe_scan_headers(const char *paths, const int64_t *offsets, int64_t n, int64_t *info,
+                             int8_t *kinds) {
+    for (int64_t i = 0; i < n; i++) kinds[i] = scan_one(paths + offsets[i], info + 3 * i);
+    return n;
 }
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_jpegbox",

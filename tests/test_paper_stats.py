@@ -64,6 +64,7 @@ def test_every_planned_command_parses_with_the_driver(tmp_path, monkeypatch):
     from augpipe.driver.options import _config, add_parsers
 
     monkeypatch.setenv("AUGPIPE_RUNS", str(tmp_path))
+    import a_sweep
     import c_teacher
     import pilot
 
@@ -72,6 +73,10 @@ def test_every_planned_command_parses_with_the_driver(tmp_path, monkeypatch):
     runs = [r for regime in pilot.REGIMES for r in pilot.runs_for(regime, [0, 1, 2])]
     runs += c_teacher.teacher_runs() + c_teacher.student_runs(list(c_teacher.arms(0)))
     assert len(runs) == 48 + 4 + 9 * 5
+    a = [r for regime in pilot.REGIMES for r in a_sweep.runs_for(regime)]
+    assert all(len(a_sweep.runs_for(regime)) == 5 * (5 * 3 + 3) for regime in ("cnn2-2k", "resnet20-2k", "cnn2-8k"))
+    assert sum(1 for out, _ in a_sweep.runs_for("cnn2-2k") if out.is_relative_to(pilot.RUNS)) == 12  # reused
+    runs += a
     for out, argv in runs:
         cfg = _config(parser.parse_args(argv), "train")
         assert cfg["split_seed"] == 0 and cfg["val_size"] == 5000 and cfg["out"] == str(out)

@@ -1,0 +1,159 @@
+"""Experiment 1 of PLAN.md (finding A): magnitude x model size, in the pilot's regime.
+
+    .venv/bin/python benchmarks/paper/a_sweep.py           # run what is missing (resumes), then summarise
+    .venv/bin/python benchmarks/paper/a_sweep.py summary   # summarise what has run
+
+Runs only once the pilot's go rule has chosen a regime (benchmarks/paper/results2/pilot.json); otherwise it
+says so and exits, as PLAN.md has A untestable without one. Sizes: the regime's family at four widths spanning
+>= 50x in parameters, the regime's model the largest; arms Identity and M = 0, 5, 10, 15; five seeds for sizes
+whose run costs under ~5 minutes, three otherwise. The pilot's runs are the largest size's Identity and M = 0, 5,
+10 cells for seeds 0-2 (the same commands). Results: benchmarks/paper/results2/a.md, a.json, a-schedule.json.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+os.environ.setdefault("AUGPIPE_RUNS", str(HERE.parents[1] / "runs" / "paper2"))
+
+import pilot  # noqa: E402
+import run  # noqa: E402
+import stats  # noqa: E402
+
+RUNS = Path(os.environ["AUGPIPE_RUNS"]) / "a"
+OUT = HERE / "results2"
+WIDTHS = {"cnn2-2k": (0.25, 0.5, 1, 2), "cnn4-2k": (0.5, 1, 2, 4), "resnet20-2k": (0.25, 0.5, 1, 2),
+          "cnn2-8k": (0.25, 0.5, 1, 2)}
+ARMS = {"identity": ["--policy", "identity", "--magnitude", "0"],
+        **{f"m{m}": ["--policy", "randaugment", "--magnitude", str(m)] for m in (0, 5, 10, 15)}}
+MAGNITUDES = (0, 5, 10, 15)
+FIVE_SEEDS_BELOW = 1.0  # widths <= this run five seeds (cells under ~5 minutes here), larger ones three
+
+
+def regime() -> str | None:
+    f = OUT / "pilot.json"
+    return json.loads(f.read_text()).get("regime") if f.is_file() else None
+
+
+def seeds(width: float) -> tuple[int, ...]:
+    return (0, 1, 2, 3, 4) if width <= FIVE_SEEDS_BELOW else (0, 1, 2)
+
+
+def cell(reg: str, width: float, arm: str, seed: int) -> Path:
+    model, largest, n, epochs = pilot.REGIMES[reg]
+    if width == largest and arm in pilot.ARMS and seed in (0, 1, 2):
+        return pilot.RUNS / reg / f"{arm}-s{seed}"  # the pilot ran this very command
+    return RUNS / reg / f"w{width:g}-{arm}-s{seed}"
+
+
+def runs_for(reg: str) -> list[tuple[Path, list[str]]]:
+    model, _, n, epochs = pilot.REGIMES[reg]
+    out = []
+    for w in WIDTHS[reg]:
+        for s in seeds(w):
+            for arm, args in ARMS.items():
+                path = cell(reg, w, arm, s)
+                out.append((path, ["train", "--model", model, "--width", f"{w:g}", "--train-size", str(n),
+                                   "--epochs", str(epochs), *args, "--seed", str(s), *pilot.SPLIT,
+                                   "--out", str(path)]))
+    return out
+
+
+def experiment() -> bool:
+    reg = regime()
+    if reg is None:
+        print("A: the pilot's go rule has chosen no regime (yet): A is not run", flush=True)
+        return False
+    # cheapest widths first, so the primary contrast's smallest arm is in early
+    run.execute(sorted(runs_for(reg), key=lambda r: float(r[1][r[1].index("--width") + 1])))
+    summarise()
+    return True
+
+
+def _val(path: Path) -> float | None:
+    f = path / "report.json"
+    return json.loads(f.read_text())["val"]["accuracy"] if f.is_file() else None
+
+
+def summarise() -> dict:
+    reg = regime()
+    if reg is None:
+        return {}
+    widths = WIDTHS[reg]
+    table = {w: {a: {s: v for s in seeds(w) if (v := _val(cell(reg, w, a, s))) is not None} for a in ARMS}
+             for w in widths}
+    params = {}
+    for w in widths:
+        f = cell(reg, w, "m0", 0) / "report.json"
+        if f.is_file():
+            params[w] = json.loads(f.read_text())["params"]
+    lines = [f"# Finding A: magnitude x size in the regime `{reg}` (PLAN.md, experiment 1)", "",
+             "`.venv/bin/python benchmarks/paper/a_sweep.py` — validation accuracy, per seed; split seed 0.", ""]
+    total = sum(len(seeds(w)) * len(ARMS) for w in widths)
+    done = sum(len(v) for w in widths for v in table[w].values())
+    if done < total:
+        lines += [f"**Partial**: {done} of {total} runs.", ""]
+    lines += ["| width | params | arm | values | mean |", "|---:|---:|---|---|---:|"]
+    for w in widths:
+        for a in ARMS:
+            vals = table[w][a]
+            mean = sum(vals.values()) / len(vals) if vals else math.nan
+            lines.append(f"| {w:g} | {params.get(w, 0):,} | {a} | "
+                         + ", ".join(f"{vals[s]:.4f}" for s in sorted(vals)) + f" | {mean:.4f} |")
+    small, large = widths[0], widths[-1]
+
+    def gain(w):
+        return {s: table[w]["m10"][s] - table[w]["m0"][s] for s in table[w]["m10"] if s in table[w]["m0"]}
+
+    gl, gs = gain(large), gain(small)
+    common = sorted(set(gl) & set(gs))
+    result = {"regime": reg, "table": {f"{w:g}": {a: v for a, v in table[w].items()} for w in widths},
+              "params": {f"{w:g}": p for w, p in params.items()}}
+    lines.append("")
+    if len(common) >= 2:
+        a1 = stats.paired([gl[s] for s in common], [gs[s] for s in common])
+        result["A1"] = a1
+        lines.append(f"- **A1 (primary)**: gain of M=10 over M=0, width {large:g} minus width {small:g}, paired by "
+                     f"seed ({len(common)} seeds): {stats.fmt(a1)} (Holm-adjusted with the family in PLAN.md's "
+                     "summary once B's contrasts exist)")
+    vertices = {}
+    for w in widths:
+        ss = sorted(set.intersection(*(set(table[w][f"m{m}"]) for m in MAGNITUDES)))
+        if len(ss) >= 2:
+            acc = [[table[w][f"m{m}"][s] for s in ss] for m in MAGNITUDES]
+            vertices[w] = stats.vertex_bootstrap(MAGNITUDES, acc)
+            lines.append(f"- A2 (secondary) width {w:g}: quadratic vertex M = {vertices[w]['vertex']:.1f}, 95 % "
+                         f"seed-bootstrap [{vertices[w]['ci'][0]:.1f}, {vertices[w]['ci'][1]:.1f}]")
+    if len(vertices) >= 3 and all(w in params for w in vertices):
+        from scipy import stats as st
+
+        rho, p = st.spearmanr([math.log10(params[w]) for w in vertices], [v["vertex"] for v in vertices.values()])
+        result["A2"] = {"vertices": {f"{w:g}": v for w, v in vertices.items()}, "spearman_rho": float(rho),
+                        "p": float(p)}
+        lines.append(f"- A2: Spearman's ρ of the vertex against log10(params) = {rho:.2f} (p = {p:.3g}, "
+                     f"{len(vertices)} sizes)")
+        from augpipe.driver.capacity import CapacitySchedule
+
+        schedule = CapacitySchedule.fit([(params[w], v["vertex"]) for w, v in vertices.items()])
+        schedule.save(OUT / "a-schedule.json")
+        lines.append(f"- Capacity schedule fitted on the vertices: {schedule.describe()} (a-schedule.json)")
+    OUT.mkdir(exist_ok=True)
+    (OUT / "a.md").write_text("\n".join(lines) + "\n")
+    (OUT / "a.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["summary"]:
+        summarise()
+        f = OUT / "a.md"
+        print(f.read_text() if f.is_file() else "A has not run: the pilot has chosen no regime")
+    elif sys.argv[1:]:
+        sys.exit(__doc__)
+    else:
+        experiment()
