@@ -212,25 +212,25 @@ def test_array_layouts_give_identical_nchw(rgb_nchw, as_torch):
     grey = rgb_nchw[:, 0]
     conv = (lambda t: t) if as_torch else (lambda t: t.numpy())
     labels = np.arange(6) % 3
-    assert torch.equal(ArraySource(conv(rgb_nchw), labels)._images, rgb_nchw)
-    assert torch.equal(ArraySource(conv(nhwc), labels)._images, rgb_nchw)
+    assert torch.equal(ArraySource(conv(rgb_nchw), labels).images, rgb_nchw)
+    assert torch.equal(ArraySource(conv(nhwc), labels).images, rgb_nchw)
     for g in (grey, grey[:, None], grey[..., None]):  # NHW, N1HW, NHW1
         src = ArraySource(conv(g.contiguous()), labels)
-        assert src.fixed_shape == (1, 10, 14) and torch.equal(src._images, grey[:, None])
+        assert src.fixed_shape == (1, 10, 14) and torch.equal(src.images, grey[:, None])
     src = ArraySource(conv(nhwc), labels)
-    assert src._images.is_contiguous() and src._images.is_shared() and src.fixed_shape == (3, 10, 14)
+    assert src.images.is_contiguous() and src.images.is_shared() and src.fixed_shape == (3, 10, 14)
 
 
 def test_array_source_copies_its_input(rgb_nchw):
     arr = rgb_nchw.numpy().copy()
     src = ArraySource(arr, np.zeros(6, dtype=np.int32))
     arr[:] = 0
-    assert torch.equal(src._images, rgb_nchw)
+    assert torch.equal(src.images, rgb_nchw)
     src.load(0).zero_()
     assert torch.equal(src.load(0), rgb_nchw[0])
     ro = rgb_nchw.numpy().copy()
     ro.flags.writeable = False
-    assert torch.equal(ArraySource(ro, [0] * 6)._images, rgb_nchw)
+    assert torch.equal(ArraySource(ro, [0] * 6).images, rgb_nchw)
 
 
 def test_array_labels_classes_and_describe(rgb_nchw):
@@ -248,7 +248,7 @@ def test_get_batch_equals_stacked_loads(rgb_nchw):
     assert batch.dtype == torch.uint8 and batch.shape == (5, 3, 10, 14)
     assert torch.equal(batch, torch.stack([src.load(i) for i in idx]))
     batch.zero_()
-    assert torch.equal(src._images, rgb_nchw)
+    assert torch.equal(src.images, rgb_nchw)
     assert src.get_batch(np.array([], dtype=np.int64)).shape == (0, 3, 10, 14)
     with pytest.raises(IndexError, match="6"):
         src.get_batch(np.array([0, 6]))
@@ -262,11 +262,11 @@ def test_resized_equals_per_image_torchvision_resize(rgb_nchw, monkeypatch):
     monkeypatch.setattr(augpipe.sources.array, "_RESIZE_CHUNK", 4)  # exercise the chunk boundary
     src = ArraySource(rgb_nchw, np.arange(6))
     out = src.resized((7, 20))
-    assert out.fixed_shape == (3, 7, 20) and out is not src and out._images.is_shared()
+    assert out.fixed_shape == (3, 7, 20) and out is not src and out.images.is_shared()
     for i in range(6):
         want = F.resize(rgb_nchw[i], [7, 20], interpolation=F.InterpolationMode.BILINEAR, antialias=True)
         assert torch.equal(out.load(i), want)
-    assert out.labels.tolist() == list(range(6)) and torch.equal(src._images, rgb_nchw)
+    assert out.labels.tolist() == list(range(6)) and torch.equal(src.images, rgb_nchw)
     with pytest.raises(ValueError, match="positive"):
         src.resized((0, 5))
 
@@ -275,9 +275,9 @@ def test_with_channels(rgb_nchw):
     rgb = ArraySource(rgb_nchw, np.arange(6))
     grey = rgb.with_channels(1)
     assert grey.fixed_shape == (1, 10, 14)
-    assert torch.equal(grey._images, F.rgb_to_grayscale(rgb_nchw))
+    assert torch.equal(grey.images, F.rgb_to_grayscale(rgb_nchw))
     back = grey.with_channels(3)
-    assert back.fixed_shape == (3, 10, 14) and all(torch.equal(back._images[:, c], grey._images[:, 0])
+    assert back.fixed_shape == (3, 10, 14) and all(torch.equal(back.images[:, c], grey.images[:, 0])
                                                     for c in range(3))
     assert rgb.with_channels(3) is rgb
     with pytest.raises(ValueError, match="2"):
@@ -314,9 +314,9 @@ def test_fashion_mnist_train():
     src = FashionMNIST("train")
     assert len(src) == 60000 and src.fixed_shape == (1, 28, 28) and src.classes == FASHION_MNIST_CLASSES
     assert np.bincount(src.labels).tolist() == [6000] * 10
-    assert src._images.double().mean().item() == pytest.approx(72.94035, abs=1e-4)
+    assert src.images.double().mean().item() == pytest.approx(72.94035, abs=1e-4)
     assert src.describe(12) == "fashion-mnist train[12]"
-    assert FashionMNIST("train")._images is src._images  # parsed once per process
+    assert FashionMNIST("train").images is src.images  # parsed once per process
 
 
 def test_fashion_mnist_test_split_and_rgb():
@@ -346,7 +346,7 @@ def test_open_source_dispatch(photo_folder, rgb_nchw):
     src = ArraySource(rgb_nchw, np.arange(6))
     assert open_source(src) is src
     pair = open_source((rgb_nchw, np.arange(6)))
-    assert isinstance(pair, ArraySource) and torch.equal(pair._images, rgb_nchw)
+    assert isinstance(pair, ArraySource) and torch.equal(pair.images, rgb_nchw)
     assert isinstance(open_source([rgb_nchw.numpy(), list(range(6))]), ArraySource)
     assert open_source("fashion-mnist").describe(0) == "fashion-mnist train[0]"
     assert len(open_source("fashion-mnist:test")) == 10000

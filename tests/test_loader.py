@@ -191,9 +191,10 @@ def test_ops_applied_after_transfer_equal_ops_in_workers(fmnist):
     """The CUDA layout (workers crop, the main process applies the ops) gives
     the same batches; exercised here on CPU."""
     a = batches(ap.Loader(fmnist, batch_size=100, num_workers=2, seed=2))
-    late = ap.Loader(fmnist, batch_size=100, num_workers=2, seed=2)
-    late._backend.builder.apply_ops = False
+    late = ap.Loader(fmnist, batch_size=100, num_workers=2, seed=2, backend_options={"ops": "device"})
     assert_same(batches(late), a)
+    with pytest.raises(ValueError, match="backend_options\\['ops'\\]"):
+        ap.Loader(fmnist, batch_size=100, num_workers=0, backend_options={"ops": "gpu"})
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

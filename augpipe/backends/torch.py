@@ -13,7 +13,9 @@ flip, ops, CHW) with the same pixels as torchvision's decode + resize;
 backend_options={"decoder": "torchvision"} takes the torchvision path for
 every file, {"validate": "full"} decodes every JPEG once when the folder is
 first used, {"dct_scale": True} allows DCT-scaled decoding (faster on large
-images, not the torchvision pixels).
+images, not the torchvision pixels). {"ops": "device"} runs the policy's ops
+batched on the output device after the transfer, as on CUDA (the default
+there; "workers" elsewhere).
 
 Workers are threads for in-memory sources and the folder fast path on the CPU
 (every step of a batch runs in compiled code or torch with the GIL released,
@@ -39,7 +41,7 @@ from ..engine.contract import BackendContext
 from ..engine.exec_torch import apply_ops
 from ..engine.reference import BuildSpec, build_part
 
-OPTIONS = {"workers", "decoder", "validate", "dct_scale"}
+OPTIONS = {"workers", "decoder", "validate", "dct_scale", "ops"}
 
 
 class BatchBuilder(Dataset):
@@ -91,15 +93,21 @@ class TorchBackend:
         self.workers = ctx.options.get("workers", default)
         if self.workers not in ("threads", "processes"):
             raise ValueError(f"backend_options['workers'] must be 'threads' or 'processes', got {self.workers!r}")
+        # where the policy's ops run: in the workers, or batched on the output device after the transfer
+        # (CUDA's layout; {"ops": "device"} also runs it on the CPU)
+        ops_at = ctx.options.get("ops", "device" if on_gpu else "workers")
+        if ops_at not in ("workers", "device"):
+            raise ValueError(f"backend_options['ops'] must be 'workers' or 'device', got {ops_at!r}")
+        in_workers = ops_at == "workers"
         ctx.warm_up()  # compile before workers fork, so they inherit compiled code
         if self.decoder == "fused":
             from .folder import FolderBatches, screen, warm_up
 
             bad = screen(ctx.spec, ctx.options.get("validate", "header"), ctx.errors)
-            self.builder = FolderBatches(ctx.spec, not on_gpu, bad, 8 if ctx.options.get("dct_scale") else 1)
+            self.builder = FolderBatches(ctx.spec, in_workers, bad, 8 if ctx.options.get("dct_scale") else 1)
             warm_up(ctx.channels)
         else:
-            self.builder = BatchBuilder(ctx.spec, apply_ops=not on_gpu)
+            self.builder = BatchBuilder(ctx.spec, apply_ops=in_workers)
             self.builder.parallel_ops = ctx.num_workers == 0
         self._sampler = _Requests(ctx)
         self._dataloader = None
