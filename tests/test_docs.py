@@ -20,3 +20,12 @@ def test_the_readme_tour_runs():
     assert loader.gate is not None and scope["weaker"].magnitude.max() == 0
     assert scope["state"]["epoch"] == 3 and len(batch) == 2
     assert scope["dali"].backend == "dali"
+
+
+def test_every_relative_link_in_the_readme_and_docs_resolves():
+    broken = []
+    for page in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
+        for target in re.findall(r"\]\(([^)#\s]+)", page.read_text()):
+            if "://" not in target and not (page.parent / target).exists():
+                broken.append(f"{page.relative_to(ROOT)} -> {target}")
+    assert not broken, broken
