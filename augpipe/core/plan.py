@@ -21,6 +21,16 @@ from numba import njit
 from ..kernels.rng import sample_key, uniform
 from .ops import MAX_MAGNITUDE, SIGNED
 from .policy import (
+    C_CROP_RATIO,
+    C_FLIP,
+    C_LOG_RATIO_HI,
+    C_LOG_RATIO_LO,
+    C_MODE,
+    C_OUT_H,
+    C_OUT_W,
+    C_PADDING,
+    C_SCALE_HI,
+    C_SCALE_LO,
     CROP_CENTER,
     CROP_PAD,
     CROP_RRC,
@@ -48,15 +58,15 @@ def plan_crop(key, height, width, crop, box):
 
     The region may extend past the image for padded crops (top/left < 0).
     """
-    mode = np.int64(crop[0])
-    out_h = np.int64(crop[1])
-    out_w = np.int64(crop[2])
+    mode = np.int64(crop[C_MODE])
+    out_h = np.int64(crop[C_OUT_H])
+    out_w = np.int64(crop[C_OUT_W])
     if mode == CROP_RRC:
         area = float(height * width)
         for attempt in range(10):
             c = _CROP_STREAM + 3 * attempt
-            target = area * (crop[3] + (crop[4] - crop[3]) * uniform(key, c))
-            aspect = math.exp(crop[5] + (crop[6] - crop[5]) * uniform(key, c + 1))
+            target = area * (crop[C_SCALE_LO] + (crop[C_SCALE_HI] - crop[C_SCALE_LO]) * uniform(key, c))
+            aspect = math.exp(crop[C_LOG_RATIO_LO] + (crop[C_LOG_RATIO_HI] - crop[C_LOG_RATIO_LO]) * uniform(key, c + 1))
             w = np.int64(math.floor(math.sqrt(target * aspect) + 0.5))
             h = np.int64(math.floor(math.sqrt(target / aspect) + 0.5))
             if 0 < w <= width and 0 < h <= height:
@@ -71,8 +81,8 @@ def plan_crop(key, height, width, crop, box):
                 return
         # fallback: central crop clamped to the ratio range (torchvision's rule)
         in_ratio = width / height
-        rmin = math.exp(crop[5])
-        rmax = math.exp(crop[6])
+        rmin = math.exp(crop[C_LOG_RATIO_LO])
+        rmax = math.exp(crop[C_LOG_RATIO_HI])
         if in_ratio < rmin:
             w = width
             h = np.int64(math.floor(w / rmin + 0.5))
@@ -87,13 +97,13 @@ def plan_crop(key, height, width, crop, box):
         box[2] = h
         box[3] = w
     elif mode == CROP_PAD:
-        pad = np.int64(crop[7])
+        pad = np.int64(crop[C_PADDING])
         box[0] = _randint(key, _CROP_STREAM, height + 2 * pad - out_h + 1) - pad
         box[1] = _randint(key, _CROP_STREAM + 1, width + 2 * pad - out_w + 1) - pad
         box[2] = out_h
         box[3] = out_w
     elif mode == CROP_CENTER:
-        side = max(1, np.int64(math.floor(crop[8] * min(height, width) + 0.5)))
+        side = max(1, np.int64(math.floor(crop[C_CROP_RATIO] * min(height, width) + 0.5)))
         box[0] = (height - side) // 2
         box[1] = (width - side) // 2
         box[2] = side
@@ -145,7 +155,7 @@ def plan_sample(seed, epoch, index, height, width, knob, cap, crop,
     """Plan one sample. Writes box, ops and mags; returns (flip, magnitude used)."""
     key = sample_key(seed, epoch, index)
     plan_crop(key, height, width, crop, box)
-    flip = uniform(key, _FLIP_STREAM) < crop[9]
+    flip = uniform(key, _FLIP_STREAM) < crop[C_FLIP]
     m_eff = min(knob, cap)
     used = plan_ops(key, m_eff, kind, pool, num_ops, draw_magnitude, sub_ops, sub_probs, sub_mags, signed, limits,
                     ops, mags)

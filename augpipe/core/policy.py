@@ -224,6 +224,14 @@ def _pair(size) -> tuple[int, int]:
     return int(h), int(w)
 
 
+# Slots of `Crop.params()`: compiled code reads the packed array by these
+# names (module-level ints are compile-time constants for numba).
+CROP_SLOTS = ("mode", "out_h", "out_w", "scale_lo", "scale_hi", "log_ratio_lo", "log_ratio_hi", "padding",
+              "crop_ratio", "flip")
+(C_MODE, C_OUT_H, C_OUT_W, C_SCALE_LO, C_SCALE_HI, C_LOG_RATIO_LO, C_LOG_RATIO_HI, C_PADDING, C_CROP_RATIO,
+ C_FLIP) = range(len(CROP_SLOTS))
+
+
 @dataclass(frozen=True)
 class Crop:
     """Base geometric transform: where to crop, output size, flip probability.
@@ -243,13 +251,13 @@ class Crop:
     extra: dict = field(default_factory=dict, compare=False)
 
     def params(self) -> np.ndarray:
-        return np.array(
-            [
-                self.mode, self.size[0], self.size[1], self.scale[0], self.scale[1],
-                math.log(self.ratio[0]), math.log(self.ratio[1]), self.padding, self.crop_ratio, self.flip,
-            ],
-            dtype=np.float64,
-        )
+        """float64 (10,): the slots named by the C_* constants below, what the compiled planner reads."""
+        out = np.zeros(len(CROP_SLOTS), np.float64)
+        out[[C_MODE, C_OUT_H, C_OUT_W]] = self.mode, self.size[0], self.size[1]
+        out[[C_SCALE_LO, C_SCALE_HI]] = self.scale
+        out[[C_LOG_RATIO_LO, C_LOG_RATIO_HI]] = math.log(self.ratio[0]), math.log(self.ratio[1])
+        out[[C_PADDING, C_CROP_RATIO, C_FLIP]] = self.padding, self.crop_ratio, self.flip
+        return out
 
 
 def RandomResizedCrop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), flip: float = 0.5) -> Crop:
