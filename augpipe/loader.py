@@ -14,7 +14,7 @@ import torch
 
 from . import backends
 from .core.batch import Batch
-from .core.checks import check_seed, check_size
+from .core.checks import check_int, check_seed, check_size
 from .core.knob import Knob
 from .core.ops import check_magnitude
 from .core.policy import (
@@ -92,16 +92,14 @@ class Loader:
                  mean=None, std=None, num_workers: int = 2, on_error: str = "raise",
                  rank: int | None = None, world_size: int | None = None, prefetch_factor: int = 2,
                  backend_options: dict | None = None, gate=None):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        batch_size = check_int("batch_size", batch_size, 1)
         if backend not in backends.names():
             raise ValueError(f"unknown backend {backend!r}; choose one of {backends.names()}")
         if output not in ("uint8", "float"):
             raise ValueError(f"output must be 'uint8' or 'float', got {output!r}")
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
+        num_workers = check_int("num_workers", num_workers, 0)
         check_seed(seed)
         if size is not None:
             check_size(size)

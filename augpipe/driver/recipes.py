@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..core.checks import check_int
 from ..models import model_arch
 from . import checkpoint, distributed
 from .capacity import CapacitySchedule
@@ -30,8 +31,7 @@ def round_targets(target_sparsity: float, rounds: int, steps: str = "linear") ->
     paper's) or geometric (the same fraction of what is left each round)."""
     if steps not in STEPS:
         raise ValueError(f"unknown steps {steps!r}; choose one of {STEPS}")
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"rounds must be an int >= 1, got {rounds!r}")
+    check_int("rounds", rounds, 1)
     if steps == "linear":
         return [target_sparsity * k / rounds for k in range(1, rounds + 1)]
     return [1 - (1 - target_sparsity) ** (k / rounds) for k in range(1, rounds + 1)]

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.checks import check_int
 from ..models import model_arch
 from . import checkpoint, distributed
 from .capacity import CapacitySchedule
@@ -121,10 +122,8 @@ def train(model: nn.Module, loader, epochs: int, *, optimizer="sgd", lr: float =
             (default: now); checkpoints add the time since to that of earlier
             processes, so a resumed run's wall time is summed over processes.
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
-    if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1:
-        raise ValueError(f"eval_every must be an int >= 1, got {eval_every!r}")
+    check_int("epochs", epochs, 0)
+    check_int("eval_every", eval_every, 1)
     clock = time.perf_counter() if clock is None else clock
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"unknown lr_schedule {lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.checks import check_int
 from ..kernels.rng import uniform_by_index
 from .online import ACTIONS, TeacherGate, check_fallback
 
@@ -44,8 +45,7 @@ class RandomGate(TeacherGate):
         if action not in ACTIONS:
             raise ValueError(f"unknown action {action!r}; choose one of {', '.join(ACTIONS)}")
         fallback = check_fallback(fallback)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+        check_int("seed", seed, 0)
         self.metric, self.threshold, self.keep_ratio = "p_true", None, None
         self.action, self.fallback, self.feedback, self.seed = action, fallback, None, seed
         self.teacher = None

@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+
 @dataclass(frozen=True)
 class Metric:
     """A teacher score, higher = easier, as a registered object.

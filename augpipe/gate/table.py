@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .._files import atomic_write
+from ..core.checks import check_int
 from ..core.ops import check_magnitude
 from ..core.policy import Policy, RandAugment, get_policy
 from .metrics import REGISTRY, check_metric, score
@@ -84,8 +85,7 @@ class DifficultyTable:
         mags = [check_magnitude(m) for m in magnitudes]
         if not mags or mags != sorted(set(mags)):
             raise ValueError(f"magnitudes must be non-empty, distinct and ascending, got {list(magnitudes)}")
-        if isinstance(views, bool) or not isinstance(views, int) or views < 1:
-            raise ValueError(f"views must be an int >= 1, got {views!r}")
+        check_int("views", views, 1)
         pol = get_policy(RandAugment(2) if policy is None else policy)
         loader = Loader(source, batch_size=batch_size, policy=pol, magnitude=0.0, seed=seed, num_workers=0,
                         size=size, device=device or "cpu", train=True, shuffle=False)
