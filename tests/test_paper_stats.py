@@ -72,7 +72,7 @@ def test_every_planned_command_parses_with_the_driver(tmp_path, monkeypatch):
     add_parsers(parser.add_subparsers(dest="command"))
     runs = [r for regime in pilot.REGIMES for r in pilot.runs_for(regime, [0, 1, 2])]
     runs += c_teacher.teacher_runs() + c_teacher.student_runs(list(c_teacher.arms(0)))
-    assert len(runs) == 48 + 4 + 9 * 5
+    assert len(runs) == 48 + 5 + 9 * 5  # seed 0's teacher retrained too (PLAN.md amendment 3)
     a = [r for regime in pilot.REGIMES for r in a_sweep.runs_for(regime)]
     assert all(len(a_sweep.runs_for(regime)) == 5 * (5 * 3 + 3) for regime in ("cnn2-2k", "resnet20-2k", "cnn2-8k"))
     assert sum(1 for out, _ in a_sweep.runs_for("cnn2-2k") if out.is_relative_to(pilot.RUNS)) == 12  # reused
@@ -82,3 +82,33 @@ def test_every_planned_command_parses_with_the_driver(tmp_path, monkeypatch):
         assert cfg["split_seed"] == 0 and cfg["val_size"] == 5000 and cfg["out"] == str(out)
     arms = {a for a in c_teacher.arms(1)}
     assert {"teacher-fallback", "random-fallback", "kd", "self-entropy-fallback", "ungated-m15"} <= arms
+
+
+def test_a_finished_run_survives_its_machine_through_its_committed_record(tmp_path, monkeypatch):
+    """run.execute copies report.json (and model.pt where asked) into the records directory; a later
+    session with an empty runs directory counts the run as finished and gets its files back."""
+    import json
+
+    import run
+
+    monkeypatch.setattr(run, "RUNS", tmp_path / "runs")
+    records = tmp_path / "records"
+    out = run.RUNS / "c" / "teacher-s1"
+    out.mkdir(parents=True)
+    (out / "report.json").write_text(json.dumps({"val": {"accuracy": 0.9}}))
+    (out / "model.pt").write_bytes(b"weights")
+    run._keep(records, out, keep_model=False)
+    assert (records / "c" / "teacher-s1" / "report.json").is_file()
+    assert not (records / "c" / "teacher-s1" / "model.pt").exists()  # only where later runs read it
+    run._keep(records, out, keep_model=True)
+    for f in out.iterdir():
+        f.unlink()
+    assert run.read_report(out) is None and run.read_report(out, records)["val"]["accuracy"] == 0.9
+    run.restore(records, out, keep_model=True)
+    assert (out / "model.pt").read_bytes() == b"weights" and (out / "report.json").is_file()
+    # a record without the weights a dependent run needs does not count as finished
+    other = run.RUNS / "c" / "teacher-s2"
+    (records / "c" / "teacher-s2").mkdir(parents=True)
+    (records / "c" / "teacher-s2" / "report.json").write_text("{}")
+    run.restore(records, other, keep_model=True)
+    assert not (other / "report.json").exists()

@@ -70,14 +70,14 @@ def experiment() -> bool:
         print("A: the pilot's go rule has chosen no regime (yet): A is not run", flush=True)
         return False
     # cheapest widths first, so the primary contrast's smallest arm is in early
-    run.execute(sorted(runs_for(reg), key=lambda r: float(r[1][r[1].index("--width") + 1])))
+    run.execute(sorted(runs_for(reg), key=lambda r: float(r[1][r[1].index("--width") + 1])), pilot.RECORDS)
     summarise()
     return True
 
 
 def _val(path: Path) -> float | None:
-    f = path / "report.json"
-    return json.loads(f.read_text())["val"]["accuracy"] if f.is_file() else None
+    r = run.read_report(path, pilot.RECORDS)
+    return r["val"]["accuracy"] if r else None
 
 
 def summarise() -> dict:
@@ -89,9 +89,9 @@ def summarise() -> dict:
              for w in widths}
     params = {}
     for w in widths:
-        f = cell(reg, w, "m0", 0) / "report.json"
-        if f.is_file():
-            params[w] = json.loads(f.read_text())["params"]
+        r = run.read_report(cell(reg, w, "m0", 0), pilot.RECORDS)
+        if r:
+            params[w] = r["params"]
     lines = [f"# Finding A: magnitude x size in the regime `{reg}` (PLAN.md, experiment 1)", "",
              "`.venv/bin/python benchmarks/paper/a_sweep.py` — validation accuracy, per seed; split seed 0.", ""]
     total = sum(len(seeds(w)) * len(ARMS) for w in widths)

@@ -35,14 +35,12 @@ COMMON = ["--train-size", "2000", "--epochs", "150", "--policy", "randaugment", 
 
 
 def teacher(seed: int) -> Path:
-    if seed == 0:  # the pilot trained exactly this command (up to --out)
-        return pilot.RUNS / "cnn2-2k" / "m10-s0"
-    return RUNS / f"teacher-s{seed}"
+    return RUNS / f"teacher-s{seed}"  # seed 0's is the pilot's cnn2-2k/m10-s0 command again (amendment 3)
 
 
 def teacher_runs() -> list[tuple[Path, list[str]]]:
     return [(teacher(s), ["train", "--model", "cnn", "--width", f"{TEACHER_W:g}", "--magnitude", str(TEACHER_M),
-                          "--seed", str(s), *COMMON, "--out", str(teacher(s))]) for s in SEEDS if s != 0]
+                          "--seed", str(s), *COMMON, "--out", str(teacher(s))]) for s in SEEDS]
 
 
 def student(arm: str, seed: int) -> Path:
@@ -73,16 +71,16 @@ def student_runs(names) -> list[tuple[Path, list[str]]]:
 
 
 def experiment() -> None:
-    run.execute(teacher_runs())
+    run.execute(teacher_runs(), pilot.RECORDS, keep_model=True)  # the students and C2 read the teachers
     first = [a for a in arms(0) if a != "random-fallback"]
-    run.execute(student_runs(first))
-    run.execute(student_runs(["random-fallback"]))  # needs the teacher arm's per-epoch rates
+    run.execute(student_runs([a for a in first if a != f"ungated-m{STRONG}"]), pilot.RECORDS)
+    run.execute(student_runs([f"ungated-m{STRONG}"]), pilot.RECORDS, keep_model=True)  # C2 reads it
+    run.execute(student_runs(["random-fallback"]), pilot.RECORDS)  # needs the teacher arm's per-epoch rates
     summarise()
 
 
 def _report(path: Path) -> dict | None:
-    f = path / "report.json"
-    return json.loads(f.read_text()) if f.is_file() else None
+    return run.read_report(path, pilot.RECORDS)
 
 
 def summarise() -> dict:
@@ -181,6 +179,8 @@ def measure() -> None:
     per_seed = []
     for s in SEEDS:
         t, u = teacher(s), student(f"ungated-m{STRONG}", s)
+        run.restore(pilot.RECORDS, t, keep_model=True)
+        run.restore(pilot.RECORDS, u, keep_model=True)
         if not (t / "report.json").is_file() or not (u / "report.json").is_file():
             continue
         tables = {}

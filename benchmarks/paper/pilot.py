@@ -27,6 +27,7 @@ import stats  # noqa: E402
 
 RUNS = Path(os.environ["AUGPIPE_RUNS"]) / "pilot"
 OUT = HERE / "results2"
+RECORDS = OUT / "records"  # every finished run's report.json, committed (run directories stay on their machine)
 SPLIT = ["--split-seed", "0", "--val-size", "5000", "--data", "fashion-mnist", "--batch-size", "128",
          "--lr", "0.1", "--workers", "0", "--eval-every", "10", "--no-progress", "--no-plot"]
 # name: (model, width, training images, epochs), in the order PLAN.md tries them
@@ -46,8 +47,7 @@ def runs_for(regime: str, seeds) -> list[tuple[Path, list[str]]]:
 
 
 def report(regime: str, arm: str, seed: int) -> dict | None:
-    path = RUNS / regime / f"{arm}-s{seed}" / "report.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    return run.read_report(RUNS / regime / f"{arm}-s{seed}", RECORDS)
 
 
 def seeds_done(regime: str) -> list[int]:
@@ -79,12 +79,12 @@ def go_rule(regime: str) -> dict | None:
 
 def pilot() -> None:
     for regime in REGIMES:
-        run.execute(runs_for(regime, [0]))
+        run.execute(runs_for(regime, [0]), RECORDS)
         summarise()
         if not screen(regime)["passes"]:
             print(f"{regime}: screen fails ({screen(regime)}); next regime", flush=True)
             continue
-        run.execute(runs_for(regime, [1, 2]))
+        run.execute(runs_for(regime, [1, 2]), RECORDS)
         summarise()
         if go_rule(regime)["passes"]:
             print(f"{regime}: passes the go rule: this is the regime", flush=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -57,8 +58,50 @@ def cell(width: float, magnitude: float, seed: int) -> Path:
 EXTRA: list[str] = []  # options given after the experiment's name, appended to every command
 
 
-def execute(runs: list[tuple[Path, list[str]]]) -> None:
-    """Run `augpipe <argv>` for every (out, argv) not finished yet, JOBS at a time."""
+def _record(records: Path, out: Path) -> Path:
+    return records / out.relative_to(RUNS)
+
+
+def restore(records: Path | None, out: Path, keep_model: bool) -> None:
+    """Bring a run finished in an earlier session (on this or another machine) back from its committed
+    record: run directories live on the machine, records in the repository."""
+    if records is None or (out / "report.json").is_file():
+        return
+    rec = _record(records, out)
+    files = ["report.json", *(["model.pt"] if keep_model else [])]
+    if all((rec / f).is_file() for f in files):
+        out.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            shutil.copyfile(rec / f, out / f)
+
+
+def _keep(records: Path | None, out: Path, keep_model: bool) -> None:
+    """Copy a finished run's report.json (and its final weights where later runs read them) into its record."""
+    if records is None or not (out / "report.json").is_file():
+        return
+    rec = _record(records, out)
+    rec.mkdir(parents=True, exist_ok=True)
+    for f in ["report.json", *(["model.pt"] if keep_model else [])]:
+        shutil.copyfile(out / f, rec / f)
+
+
+def read_report(out: Path, records: Path | None = None) -> dict | None:
+    """A run's report.json from its directory, or else from its committed record; None if it has not finished."""
+    for f in (out / "report.json", *([_record(records, out) / "report.json"] if records is not None else [])):
+        if f.is_file():
+            return json.loads(f.read_text())
+    return None
+
+
+def execute(runs: list[tuple[Path, list[str]]], records: Path | None = None, keep_model: bool = False) -> None:
+    """Run `augpipe <argv>` for every (out, argv) not finished yet, JOBS at a time.
+
+    With `records` (a directory in the repository), each finished run's report.json, and its model.pt
+    with `keep_model` (teachers, models later runs start from), is copied to records/<path under RUNS>;
+    a run with a record counts as finished and its files are restored from it, so results survive the
+    machine they ran on once committed."""
+    for out, _ in runs:
+        restore(records, out, keep_model)
     todo = [(out, argv) for out, argv in runs if not (out / "report.json").is_file()]
     print(f"{len(runs)} runs, {len(runs) - len(todo)} done, {len(todo)} to run", flush=True)
 
@@ -72,6 +115,8 @@ def execute(runs: list[tuple[Path, list[str]]]) -> None:
             log.write("$ " + shlex.join(["augpipe", *argv]) + "\n")
             log.flush()
             rc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=ENV, cwd=ROOT).returncode
+        if rc == 0:
+            _keep(records, out, keep_model)
         print(f"  {'ok ' if rc == 0 else 'FAILED'} {out.relative_to(RUNS)} ({time.perf_counter() - start:.0f} s)",
               flush=True)
         return rc
