@@ -16,6 +16,7 @@ from ._version import __version__
 from .core.batch import Batch
 from .core.dispatch import op_params
 from .core.knob import Knob
+from .core.mixing import CutMix, Mixing, MixUp, RandomErasing
 from .core.ops import MAX_MAGNITUDE, OP_IDS, OPS, check_magnitude
 from .core.plan import Plan, make_plan
 from .core.policy import (
@@ -43,9 +44,10 @@ from .sources import (
 )
 
 __all__ = [
-    "ArraySource", "AutoAugment", "BackendContext", "Batch", "CapFeedback", "CenterCrop", "Crop", "DecodeError",
-    "DifficultyTable", "FashionMNIST", "FolderSource", "FullImage", "Identity", "Knob", "Loader", "MAX_MAGNITUDE",
-    "OPS", "OP_IDS", "Plan", "Policy", "RandAugment", "RandomCrop", "RandomGate", "RandomResizedCrop", "Request",
+    "ArraySource", "AutoAugment", "BackendContext", "Batch", "CapFeedback", "CenterCrop", "Crop", "CutMix",
+    "DecodeError", "DifficultyTable", "FashionMNIST", "FolderSource", "FullImage", "Identity", "Knob", "Loader",
+    "MAX_MAGNITUDE", "MixUp", "Mixing", "OPS", "OP_IDS", "Plan", "Policy", "RandAugment", "RandomCrop",
+    "RandomErasing", "RandomGate", "RandomResizedCrop", "Request",
     "Source", "TeacherGate", "TrivialAugment", "__version__", "backends", "check_magnitude", "get_policy",
     "limits_from_report", "make_plan", "op_params", "open_source",
 ]

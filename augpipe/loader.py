@@ -7,6 +7,7 @@ and gets batches back.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Iterator
 
 import numpy as np
@@ -16,6 +17,7 @@ from . import backends
 from .core.batch import Batch
 from .core.checks import check_int, check_seed, check_size
 from .core.knob import Knob
+from .core.mixing import Mixing, RandomErasing, make_mix_plan
 from .core.ops import check_magnitude
 from .core.policy import (
     CROP_FULL,
@@ -77,6 +79,14 @@ class Loader:
             module docstring), e.g. {"os_cache": True} for FFCV.
         gate: a teacher gate (`augpipe.TeacherGate`) applied to every batch
             (also settable later: `loader.gate = gate`).
+        mix: MixUp/CutMix across each batch (`ap.CutMix(1.0) | ap.MixUp(0.8)`,
+            `ap.Mixing(...)` with timm's arguments); batches then carry soft
+            targets (`batch.targets`) and what was mixed (`lam`, `mix_index`,
+            `mix_box`). Training loaders only.
+        erase: `ap.RandomErasing(p=0.25, ...)` on each sample, before mixing.
+            Both are planned per sample like the ops (augpipe/core/mixing.py)
+            and applied after the backend, so every backend gives the same
+            batches; see docs/mixing.md.
 
     The knob: each batch's magnitude is taken when the batch is dispatched to
     a worker, thread or pipeline: `loader.magnitude = 5.0` reaches every batch
@@ -91,7 +101,8 @@ class Loader:
                  drop_last: bool | None = None, seed: int = 0, device="cpu", output: str = "uint8",
                  mean=None, std=None, num_workers: int = 2, on_error: str = "raise",
                  rank: int | None = None, world_size: int | None = None, prefetch_factor: int = 2,
-                 backend_options: dict | None = None, gate=None):
+                 backend_options: dict | None = None, gate=None, mix: Mixing | None = None,
+                 erase: RandomErasing | None = None):
         batch_size = check_int("batch_size", batch_size, 1)
         if backend not in backends.names():
             raise ValueError(f"unknown backend {backend!r}; choose one of {backends.names()}")
@@ -103,6 +114,12 @@ class Loader:
         check_seed(seed)
         if size is not None:
             check_size(size)
+        from .engine.mixing import check_for_output
+
+        check_for_output(mix, erase, output)
+        if (mix is not None or erase is not None) and not train:
+            raise ValueError("mix= and erase= are training augmentations: this loader has train=False")
+        self.mix, self.erase = mix, erase
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
@@ -127,6 +144,7 @@ class Loader:
         self.rank, self.world_size = _shard_of(rank, world_size)
         self.knob = Knob(magnitude, len(self.dataset))
         self.errors: list[tuple[str, str]] = list(getattr(self.dataset, "skipped", []))
+        self.num_classes = len(self.dataset.classes)
         channels = self.dataset.channels
         self.mean = per_channel(mean, IMAGENET_MEAN if channels == 3 else (0.5,) * channels, channels, "mean")
         self.std = per_channel(std, IMAGENET_STD if channels == 3 else (0.5,) * channels, channels, "std")
@@ -201,7 +219,7 @@ class Loader:
                 gate.bind(self)  # checks (e.g. the teacher's classes) fail here, not mid-epoch
         self._gate = gate
 
-    def render(self, indices, magnitude=None, epoch: int | None = None) -> Batch:
+    def render(self, indices, magnitude=None, epoch: int | None = None, mix: bool = True) -> Batch:
         """Re-augment samples with exactly their planned crop, flip and op
         choices, at other magnitudes.
 
@@ -211,6 +229,10 @@ class Loader:
                 plan used (the live knob bounded by the caps).
             epoch: the epoch whose plans to use (default: the current one;
                 pass `batch.epoch` to re-render a batch).
+            mix: apply the loader's mixing and erasing (partners by position
+                in `indices`, as in a batch: pass a whole `batch.index` to
+                reproduce a mixed batch exactly); False renders them unmixed
+                and unerased.
 
         Returns:
             A Batch on the loader's device and in its output format, with
@@ -235,9 +257,31 @@ class Loader:
             knobs = np.array([check_magnitude(v) for v in m.reshape(-1)]).reshape(m.shape)
             caps = False
         custom = getattr(self._backend, "render", None)
-        if custom is not None:
-            return custom(idx, knobs, epoch, caps)
-        return render(self.context, idx, knobs, epoch, caps)
+        batch = custom(idx, knobs, epoch, caps) if custom is not None else render(self.context, idx, knobs, epoch, caps)
+        return self._mix_and_erase(batch) if mix else batch
+
+    def _mix_and_erase(self, batch: Batch) -> Batch:
+        """The batch-level stage: erasing, then mixing, as planned for these samples (augpipe/core/mixing.py)."""
+        if self.mix is None and self.erase is None:
+            return batch
+        from .engine import mixing
+
+        idx = batch.index.cpu().numpy()
+        plan = make_mix_plan(self.seed, batch.epoch, idx, batch.magnitude.cpu().numpy(),
+                             tuple(batch.images.shape[-2:]), self.mix, self.erase)
+        device, images, fields = batch.images.device, batch.images, {}
+        if self.erase is not None:
+            images = mixing.erase(images, plan, self.erase, self.seed, batch.epoch, idx)
+            fields["erased"] = torch.from_numpy(plan.rects).to(device)
+        if self.mix is not None:
+            images = mixing.mix(images, plan)
+            mixed = plan.kind != 0
+            partner = torch.from_numpy(np.where(mixed, plan.partner, np.arange(len(idx)))).to(device)
+            lam = torch.from_numpy(plan.lam).to(device)
+            fields.update(lam=lam, mix_index=batch.index[partner], mix_box=torch.from_numpy(plan.box).to(device),
+                          targets=mixing.soft_targets(batch.labels, batch.labels[partner], lam, self.num_classes,
+                                                      self.mix.label_smoothing))
+        return dataclasses.replace(batch, images=images, **fields)
 
     # ------------------------------------------------------ order and state
     def set_epoch(self, epoch: int) -> None:
@@ -271,6 +315,7 @@ class Loader:
         epoch, self._step, self._resume = self.epoch, self._resume, 0
         for batch in self._backend.iterate(epoch, self._step):
             self._step += 1
+            batch = self._mix_and_erase(batch)
             if self._gate is not None:
                 batch = self._gate(batch, self)
             if self.epoch == epoch and self._step >= len(self):

@@ -44,7 +44,16 @@ CALLS = {  # name: (source, Loader keyword arguments)
     "arrays-1ch-eval-float": ("grey", dict(train=False, output="float", batch_size=100)),
     "folder-train-uint8": ("folder", dict(train=True, output="uint8", size=48)),
     "folder-eval-float": ("folder", dict(train=False, output="float", size=40)),
+    # mixing and erasing run after the backend, on what it delivers: the same batches stay the same
+    "arrays-3ch-train-float-mixed": ("rgb", dict(train=True, output="float", magnitude=12,
+                                                 mix=ap.Mixing(0.8, 1.0, label_smoothing=0.1),
+                                                 erase=ap.RandomErasing(0.5, value="pixel", count=(1, 2)))),
+    "arrays-1ch-train-uint8-mixed": ("grey", dict(train=True, output="uint8", magnitude=12, mix=ap.MixUp(0.4),
+                                                  erase=ap.RandomErasing(0.5, fill=127))),
+    "folder-train-uint8-mixed": ("folder", dict(train=True, output="uint8", size=48, mix=ap.CutMix(1.0),
+                                                erase=ap.RandomErasing(0.5))),
 }
+MIX_FIELDS = ("targets", "lam", "mix_index", "mix_box", "erased")
 
 
 def _levels(batch, loader) -> torch.Tensor:
@@ -77,8 +86,10 @@ def test_same_call_same_output_on_every_backend(sources, name, tmp_path):
         for a, b in zip(ref, got):
             assert b.images.shape == a.images.shape and b.images.dtype == a.images.dtype, backend
             assert (b.epoch, b.step) == (a.epoch, a.step), backend
-            for field in ("labels", "index", "magnitude", "ops", "mags"):
+            for field in ("labels", "index", "magnitude", "ops", "mags", *MIX_FIELDS):
                 x, y = getattr(a, field), getattr(b, field)
+                if x is None and y is None and field in MIX_FIELDS:
+                    continue
                 assert x.dtype == y.dtype and torch.equal(x, y), (backend, field)
             if CALLS[name][0] == "folder":
                 diffs.append((_levels(a, ref_loader) - _levels(b, loader)).abs().flatten())
@@ -94,11 +105,18 @@ def test_same_call_same_output_on_every_backend(sources, name, tmp_path):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_render_reproduces_a_batch_and_keeps_its_choices(sources, backend, tmp_path):
-    loader = _loader(sources, "arrays-3ch-train-float", backend, tmp_path)
+@pytest.mark.parametrize("name", ["arrays-3ch-train-float", "arrays-3ch-train-float-mixed"])
+def test_render_reproduces_a_batch_and_keeps_its_choices(sources, backend, name, tmp_path):
+    loader = _loader(sources, name, backend, tmp_path)
     batch = next(iter(loader))
     again = loader.render(batch.index, batch.magnitude, epoch=batch.epoch)
     assert torch.equal(again.images, batch.images) and torch.equal(again.ops, batch.ops)
+    if loader.mix is not None:  # the mixed and erased batch, bit for bit, and its soft targets
+        assert (batch.lam < 1).any() and (batch.erased[:, :, 2] > 0).any()
+        for field in MIX_FIELDS:
+            assert torch.equal(getattr(again, field), getattr(batch, field)), field
+        plain = loader.render(batch.index, batch.magnitude, epoch=batch.epoch, mix=False)
+        assert plain.lam is None and not torch.equal(plain.images, batch.images)
     weak = loader.render(batch.index, 0.0, epoch=batch.epoch)
     assert torch.equal(weak.ops, batch.ops) and torch.all(weak.mags == 0) and torch.all(weak.magnitude == 0)
     half = loader.render(batch.index, batch.magnitude / 2, epoch=batch.epoch)

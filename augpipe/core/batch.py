@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import torch
 
 # Every per-sample tensor field, in pytree order; epoch and step are context.
-TENSOR_FIELDS = ("images", "labels", "index", "magnitude", "ops", "mags", "weight", "difficulty", "gated")
+TENSOR_FIELDS = ("images", "labels", "index", "magnitude", "ops", "mags", "weight", "difficulty", "gated",
+                 "targets", "lam", "mix_index", "mix_box", "erased")
 
 
 @dataclass(eq=False)
@@ -39,6 +40,15 @@ class Batch:
             (None without a gate).
         difficulty: float32 (N,) the gate's score per sample (None without a gate).
         gated: bool (N,) samples the gate found too hard (None without a gate).
+        targets: float32 (N, C) soft targets of a mixing loader (λ-weighted,
+            label-smoothed one-hots, as timm's Mixup); None without mixing.
+            `labels` stays each sample's own label.
+        lam: float32 (N,) weight of the sample's own image (1: unmixed).
+        mix_index: int64 (N,) dataset index of the partner mixed in (the
+            sample's own index when unmixed).
+        mix_box: int32 (N, 4) CutMix box (y1, y2, x1, x2); zeros otherwise.
+        erased: int32 (N, R, 4) erased rectangles (top, left, h, w), h = 0
+            for none; None without erasing.
     """
 
     images: torch.Tensor
@@ -52,6 +62,11 @@ class Batch:
     weight: torch.Tensor | None = None
     difficulty: torch.Tensor | None = None
     gated: torch.Tensor | None = None
+    targets: torch.Tensor | None = None
+    lam: torch.Tensor | None = None
+    mix_index: torch.Tensor | None = None
+    mix_box: torch.Tensor | None = None
+    erased: torch.Tensor | None = None
 
     # -------------------------------------------------- the (images, labels) pair
     def __iter__(self):

@@ -18,6 +18,21 @@ def check_int(name: str, value, low: int | None = None, high: int | None = None)
     return int(value)
 
 
+def check_probability(name: str, value) -> float:
+    """`value` as a float in [0, 1]; bools and NaN are refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or not 0 <= value <= 1:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
+    return float(value)
+
+
+def check_positive(name: str, value, what: str = "a number") -> float:
+    """`value` as a finite float > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+            or not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be {what} > 0, got {value!r}")
+    return float(value)
+
+
 def check_seed(value, name: str = "seed") -> int:
     return check_int(name, value, 0, SEED_MAX)
 

@@ -30,9 +30,16 @@ class KD:
             raise ValueError(f"KD weights must be >= 0, got kd_weight={self.kd_weight}, ce_weight={self.ce_weight}")
 
 
-def per_sample_loss(logits, labels, teacher_logits=None, kd: KD | None = None) -> torch.Tensor:
-    """Cross-entropy per sample, or the KD loss per sample when teacher logits are given."""
-    ce = F.cross_entropy(logits.float(), labels, reduction="none")
+def per_sample_loss(logits, labels, teacher_logits=None, kd: KD | None = None, targets=None,
+                    label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy per sample, or the KD loss per sample when teacher logits are given.
+
+    `targets`: soft targets (N, C) of a mixing loader (`batch.targets`, already smoothed), used
+    instead of `labels` in the cross-entropy; `label_smoothing` smooths hard labels (timm's --smoothing)."""
+    if targets is not None:
+        ce = F.cross_entropy(logits.float(), targets.float(), reduction="none")
+    else:
+        ce = F.cross_entropy(logits.float(), labels, reduction="none", label_smoothing=label_smoothing)
     if teacher_logits is None:
         return ce
     kd = kd or KD()

@@ -116,6 +116,7 @@ def add_parsers(sub, commands: dict | None = None) -> None:
     t.add_argument("--amp", action="store_true", help="autocast (bfloat16 on CPU, float16 on CUDA)")
     t.add_argument("--no-plot", dest="plot", action="store_false", help="no plot.png (sweep cells)")
     _gate_args(t)
+    _mixing_args(t)
     _common(t)
     t.add_argument("--out", required=True, help="run directory")
     t.set_defaults(func=commands.get("train"))
@@ -178,6 +179,25 @@ def _down_up(text: str) -> list[float]:
     if len(values) != 2:
         raise argparse.ArgumentTypeError(f"expected DOWN,UP (two numbers), got {text!r}")
     return values
+
+
+def _mixing_args(t) -> None:
+    """timm's train.py names, so a timm recipe's `--mixup 0.8 --cutmix 1.0 --reprob 0.25` carries over.
+    Every default is None (off), so runs started before these options existed still resume."""
+    g = t.add_argument_group("mixing and erasing (augpipe.Mixing, augpipe.RandomErasing; timm's option names)")
+    g.add_argument("--mixup", type=float, default=None, metavar="ALPHA", help="MixUp Beta(α, α) (timm: --mixup)")
+    g.add_argument("--cutmix", type=float, default=None, metavar="ALPHA", help="CutMix Beta(α, α) (timm: --cutmix)")
+    g.add_argument("--mixup-prob", type=float, default=None, help="probability a sample is mixed (default 1)")
+    g.add_argument("--mixup-switch-prob", type=float, default=None,
+                   help="with both, probability of CutMix over MixUp (default 0.5)")
+    g.add_argument("--mix-follow", choices=("prob", "alpha"), default=None,
+                   help="mixing strength follows the sample's magnitude / 30 (default: fixed, as timm)")
+    g.add_argument("--smoothing", type=float, default=None, help="label smoothing (of the soft targets when mixing)")
+    g.add_argument("--reprob", type=float, default=None, help="RandomErasing probability (timm: --reprob)")
+    g.add_argument("--remode", choices=("const", "rand", "pixel"), default=None, help="erasing fill (default const)")
+    g.add_argument("--recount", type=int, default=None, help="erased rectangles per sample (default 1)")
+    g.add_argument("--erase-follow", choices=("prob",), default=None,
+                   help="erasing probability follows the sample's magnitude / 30 (default: fixed)")
 
 
 def _gate_args(t) -> None:

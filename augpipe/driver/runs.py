@@ -36,8 +36,25 @@ def _setup(cfg: dict, command: str):
     device = torch.device(cfg["device"]) if cfg.get("device") not in (None, "auto") else distributed.default_device()
     loaders = make_loaders(data, batch_size=cfg["batch_size"], magnitude=cfg.get("magnitude_start", 0.0),
                            seed=cfg["seed"], workers=cfg["workers"], policy=_policy(cfg), size=cfg["size"],
-                           device=device)
+                           device=device, **dict(zip(("mix", "erase"), mixing_from(cfg))))
     return out, data, device, loaders
+
+
+def mixing_from(cfg: dict):
+    """(Mixing or None, RandomErasing or None) from the train options."""
+    from ..core.mixing import Mixing, RandomErasing
+
+    mixup, cutmix = cfg.get("mixup") or 0.0, cfg.get("cutmix") or 0.0
+    mixing = None
+    if mixup or cutmix:
+        mixing = Mixing(mixup, cutmix, 1.0 if cfg.get("mixup_prob") is None else cfg["mixup_prob"],
+                        0.5 if cfg.get("mixup_switch_prob") is None else cfg["mixup_switch_prob"],
+                        label_smoothing=cfg.get("smoothing") or 0.0, follow=cfg.get("mix_follow"))
+    erasing = None
+    if cfg.get("reprob"):
+        erasing = RandomErasing(cfg["reprob"], value=cfg.get("remode") or "const", count=cfg.get("recount") or 1,
+                                follow=cfg.get("erase_follow"))
+    return mixing, erasing
 
 
 def _recorder(cfg: dict, out: Path):
@@ -79,7 +96,8 @@ def run_train(cfg: dict, command: str) -> dict:
                     weight_decay=cfg["weight_decay"], lr_schedule=cfg["lr_schedule"], magnitude=cfg["magnitude"],
                     teacher=teacher, kd=kd, gate=gate, val_loader=val, checkpoint_dir=out / "checkpoints",
                     device=device, amp=cfg["amp"], progress=cfg["progress"], on_batch=on_batch,
-                    eval_every=cfg.get("eval_every") or 1, clock=start)
+                    eval_every=cfg.get("eval_every") or 1, clock=start,
+                    label_smoothing=0.0 if loader.mix is not None else cfg.get("smoothing") or 0.0)
     flush()
     if gate is not None:
         _gated_per_epoch(gate, history, gating)

@@ -88,7 +88,7 @@ def train(model: nn.Module, loader, epochs: int, *, optimizer="sgd", lr: float =
           weight_decay: float = 5e-4, lr_schedule: str = "cosine", magnitude=None, teacher: nn.Module | None = None,
           kd: KD | None = None, gate=None, val_loader=None, checkpoint_dir=None, device=None, amp: bool = False,
           progress: bool = True, on_batch=None, keep_checkpoints: int = 2, eval_every: int = 1,
-          clock: float | None = None) -> History:
+          clock: float | None = None, label_smoothing: float = 0.0) -> History:
     """Train `model` for `epochs` passes over `loader`.
 
     Args:
@@ -121,6 +121,8 @@ def train(model: nn.Module, loader, epochs: int, *, optimizer="sgd", lr: float =
         clock: `time.perf_counter()` when this process's work on the run began
             (default: now); checkpoints add the time since to that of earlier
             processes, so a resumed run's wall time is summed over processes.
+        label_smoothing: smoothing of the hard labels' cross-entropy (batches
+            with soft targets, from a mixing loader, carry their own).
     """
     check_int("epochs", epochs, 0)
     check_int("eval_every", eval_every, 1)
@@ -166,7 +168,8 @@ def train(model: nn.Module, loader, epochs: int, *, optimizer="sgd", lr: float =
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(base + epoch)
         set_magnitude()
-        record = _train_epoch(net, model, loader, opt, sched, scaler, device, amp, teacher, kd, on_batch, bars)
+        record = _train_epoch(net, model, loader, opt, sched, scaler, device, amp, teacher, kd, on_batch, bars,
+                              label_smoothing)
         record["epoch"] = epoch
         distributed.sync_buffers(model)  # every rank evaluates and saves rank 0's BN statistics
         if val_loader is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs):
@@ -232,7 +235,8 @@ def _to_inputs(batch, device):
     return images, labels
 
 
-def _train_epoch(net, model, loader, opt, sched, scaler, device, amp, teacher, kd, on_batch, bars) -> dict:
+def _train_epoch(net, model, loader, opt, sched, scaler, device, amp, teacher, kd, on_batch, bars,
+                 label_smoothing=0.0) -> dict:
     net.train()
     core = getattr(model, "module", model)
     aux_loss = getattr(core, "aux_loss", None)
@@ -255,9 +259,11 @@ def _train_epoch(net, model, loader, opt, sched, scaler, device, amp, teacher, k
             if teacher is not None:
                 with torch.no_grad():
                     teacher_logits = teacher(images)
-        losses = per_sample_loss(logits, labels, teacher_logits, kd)
+        targets = getattr(batch, "targets", None)  # soft targets of a mixing loader
+        targets = targets.to(device, non_blocking=True) if targets is not None else None
+        losses = per_sample_loss(logits, labels, teacher_logits, kd, targets, label_smoothing)
         if callable(aux_loss):
-            losses = losses + aux_loss(labels)
+            losses = losses + aux_loss(targets if targets is not None else labels)
         loss = reduce_loss(losses, getattr(batch, "weight", None))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss is {float(loss)} at step {step}; lower lr (now "

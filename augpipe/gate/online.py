@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..core.ops import MAX_MAGNITUDE, check_magnitude
+from ..engine.mixing import soft_targets
 from .metrics import LOWEST, REGISTRY, check_metric, score
 from .teacher import Teacher
 
@@ -215,8 +216,15 @@ class TeacherGate:
         logits = self.teacher.logits(batch.images)
         clean = None
         if REGISTRY[self.metric].needs_clean:
-            clean = self.teacher.logits(loader.render(batch.index, 0.0, epoch=batch.epoch).images)
-        s = score(self.metric, logits, batch.labels, clean).cpu().numpy().astype(np.float32)
+            clean = self.teacher.logits(loader.render(batch.index, 0.0, epoch=batch.epoch, mix=False).images)
+        s = score(self.metric, logits, batch.labels, clean)
+        if batch.lam is not None and bool((batch.lam < 1).any()):
+            # a mixed sample is judged against its soft target: λ·score(own label) + (1-λ)·score(partner's),
+            # for p_true the teacher's probability mass on the two labels weighted by λ
+            partner = torch.as_tensor(loader.dataset.labels[batch.mix_index.cpu().numpy()], device=s.device)
+            lam = batch.lam.to(s.device, s.dtype)
+            s = lam * s + (1 - lam) * score(self.metric, logits, partner, clean)
+        s = s.cpu().numpy().astype(np.float32)
         if not np.isfinite(s).all():
             bad = batch.index.cpu().numpy()[~np.isfinite(s)][:5].tolist()
             raise FloatingPointError(f"the teacher's {self.metric} is not finite for samples {bad} (NaN or inf "
@@ -238,7 +246,8 @@ class TeacherGate:
         rows = np.flatnonzero(hard)
         used = batch.magnitude.cpu().numpy()[rows].astype(np.float64)
         weaker = used / 2 if self.fallback == "half" else np.minimum(used, self.fallback)
-        view = loader.render(batch.index.cpu().numpy()[rows], magnitude=weaker, epoch=batch.epoch)
+        # the fallback view is unmixed and unerased: those are the batch-level strength a hard sample sheds too
+        view = loader.render(batch.index.cpu().numpy()[rows], magnitude=weaker, epoch=batch.epoch, mix=False)
         at = torch.from_numpy(rows)
 
         def swap(field, new):
@@ -246,8 +255,17 @@ class TeacherGate:
             out[at.to(out.device)] = new.to(out.device, out.dtype)
             return out
 
-        return dataclasses.replace(batch, images=swap(batch.images, view.images),
-                                   magnitude=swap(batch.magnitude, view.magnitude), mags=swap(batch.mags, view.mags))
+        fields = {"images": swap(batch.images, view.images), "magnitude": swap(batch.magnitude, view.magnitude),
+                  "mags": swap(batch.mags, view.mags)}
+        if batch.lam is not None:
+            own = batch.labels[at.to(batch.labels.device)]
+            fields.update(lam=swap(batch.lam, torch.ones(len(rows))), mix_index=swap(batch.mix_index, view.index),
+                          mix_box=swap(batch.mix_box, torch.zeros(len(rows), 4)),
+                          targets=swap(batch.targets, soft_targets(own, own, torch.ones(len(rows)),
+                                                                   batch.targets.shape[1], loader.mix.label_smoothing)))
+        if batch.erased is not None:
+            fields["erased"] = swap(batch.erased, torch.zeros((len(rows),) + tuple(batch.erased.shape[1:])))
+        return dataclasses.replace(batch, **fields)
 
     def _feed_back(self, loader, batch, hard: np.ndarray) -> None:
         idx = batch.index.cpu().numpy().astype(np.int64)
