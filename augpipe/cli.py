@@ -23,6 +23,15 @@ def cmd_show(a) -> None:
         from .gate.cli import show as show_caps
 
         return show_caps(a)
+    if a.mix or a.erase is not None:
+        from .core.mixing import CutMix, MixUp, RandomErasing
+        from .tools.show import show_mixed
+
+        mix = {None: None, "mixup": MixUp(0.8, follow=a.follow), "cutmix": CutMix(1.0, follow=a.follow),
+               "both": CutMix(1.0, follow=a.follow) | MixUp(0.8, follow=a.follow)}[a.mix]
+        erase = RandomErasing(a.erase, follow=a.follow) if a.erase is not None else None
+        path = show_mixed(a.source or "fashion-mnist:test", a.policy, mix, erase, a.magnitudes, a.out, a.size, a.seed)
+        return print(f"wrote {path}")
     from .tools.show import show
 
     path = show(a.source or "fashion-mnist:test", a.policy, a.magnitudes, a.out, a.size, a.seed)
@@ -35,7 +44,7 @@ def cmd_bench(a) -> None:
     command = "augpipe " + " ".join(shlex.quote(x) for x in sys.argv[1:])
     images = a.images or (61440 if a.data == "32px" else 4096)
     print(bench.run(images, a.workers, a.batch_size, a.magnitude, a.channels, a.repeats, a.out,
-                    backend=a.backend, data=a.data, data_root=a.data_root, command=command))
+                    backend=a.backend, data=a.data, data_root=a.data_root, command=command, mix=a.mix))
 
 
 def cmd_demo(a) -> None:
@@ -91,6 +100,11 @@ def main(argv=None) -> None:
     s.add_argument("--magnitudes", type=_magnitudes, default=[0, 5, 9, 14, 20, 25, 30], help="comma-separated, 0..30")
     s.add_argument("--size", type=int, default=64, help="image side in the grid (px)")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--mix", choices=("mixup", "cutmix", "both"), default=None,
+                   help="draw one batch mixed (MixUp 0.8 / CutMix 1.0 / either) across the magnitudes")
+    s.add_argument("--erase", type=float, default=None, metavar="P", help="and RandomErasing with probability P")
+    s.add_argument("--follow", choices=("prob",), default=None,
+                   help="mixing/erasing probability follows M/30 (default: fixed)")
     s.add_argument("--out", default="augpipe-out/grid.png")
     s.set_defaults(func=cmd_show)
 
@@ -107,6 +121,8 @@ def main(argv=None) -> None:
     b.add_argument("--data", choices=("32px", "224px"), default="32px",
                    help="32px: Fashion-MNIST 28->32 in memory; 224px: ImageNet-like JPEG folder")
     b.add_argument("--data-root", default=None, help="where the 224px JPEG set is built (default ~/.cache/augpipe)")
+    b.add_argument("--mix", action="store_true",
+                   help="rows with and without CutMix/MixUp + RandomErasing (float output), against torchvision v2's")
     b.add_argument("--out", default=None, help="write PATH.json and PATH.md")
     b.set_defaults(func=cmd_bench)
 

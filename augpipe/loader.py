@@ -161,7 +161,7 @@ class Loader:
             channels=channels, device=self.device, output=self.output, mean=self.mean, std=self.std,
             num_workers=self.num_workers, prefetch_factor=self.prefetch_factor, on_error=self.on_error,
             errors=self.errors, options=self.backend_options, rank=self.rank, world_size=self.world_size,
-            drop_last=self.drop_last)
+            drop_last=self.drop_last, defer_normalize=mix is not None or erase is not None)
         self._backend = backends.make_backend(self.backend, self.context)
         self._gate = None
         self.gate = gate
@@ -258,30 +258,32 @@ class Loader:
             caps = False
         custom = getattr(self._backend, "render", None)
         batch = custom(idx, knobs, epoch, caps) if custom is not None else render(self.context, idx, knobs, epoch, caps)
-        return self._mix_and_erase(batch) if mix else batch
+        return self._mix_and_erase(batch, mix)
 
-    def _mix_and_erase(self, batch: Batch) -> Batch:
-        """The batch-level stage: erasing, then mixing, as planned for these samples (augpipe/core/mixing.py)."""
+    def _mix_and_erase(self, batch: Batch, mix: bool = True) -> Batch:
+        """The batch-level stage: erasing, then mixing, as planned for these samples (augpipe/core/mixing.py),
+        with the normalisation of output="float" (deferred by the backend) fused in. mix=False: only that."""
         if self.mix is None and self.erase is None:
             return batch
         from .engine import mixing
 
         idx = batch.index.cpu().numpy()
+        mixer, eraser = (self.mix, self.erase) if mix else (None, None)
         plan = make_mix_plan(self.seed, batch.epoch, idx, batch.magnitude.cpu().numpy(),
-                             tuple(batch.images.shape[-2:]), self.mix, self.erase)
-        device, images, fields = batch.images.device, batch.images, {}
-        if self.erase is not None:
-            images = mixing.erase(images, plan, self.erase, self.seed, batch.epoch, idx)
+                             tuple(batch.images.shape[-2:]), mixer, eraser)
+        images = mixing.execute(batch.images, plan, eraser, self.seed, batch.epoch, idx,
+                                self.context if self.output == "float" else None)
+        device, fields = images.device, {"images": images}
+        if eraser is not None:
             fields["erased"] = torch.from_numpy(plan.rects).to(device)
-        if self.mix is not None:
-            images = mixing.mix(images, plan)
+        if mixer is not None:
             mixed = plan.kind != 0
             partner = torch.from_numpy(np.where(mixed, plan.partner, np.arange(len(idx)))).to(device)
             lam = torch.from_numpy(plan.lam).to(device)
             fields.update(lam=lam, mix_index=batch.index[partner], mix_box=torch.from_numpy(plan.box).to(device),
                           targets=mixing.soft_targets(batch.labels, batch.labels[partner], lam, self.num_classes,
-                                                      self.mix.label_smoothing))
-        return dataclasses.replace(batch, images=images, **fields)
+                                                      mixer.label_smoothing))
+        return dataclasses.replace(batch, **fields)
 
     # ------------------------------------------------------ order and state
     def set_epoch(self, epoch: int) -> None:

@@ -23,3 +23,23 @@ def test_a_row_times_the_images_it_was_asked_for():
 def test_peak_memory_reads_this_process_tree():
     assert bench._pss_kib(os.getpid()) > 10_000  # a Python process with torch holds > 10 MB
     assert os.getpid() in bench._tree(os.getpid())
+
+
+def test_mixing_rows_pair_each_backend_with_and_without_the_recipe():
+    for data in ("32px", "224px"):
+        rows = bench.rows_for("all", data, mix=True)
+        assert bench.MIX_BASELINE in rows and "torchvision RandAugment, float" in rows
+        for b in ("torch", "ffcv", "dali"):
+            assert f"augpipe-{b} RandAugment, float" in rows
+            assert f"augpipe-{b} RandAugment+RandomErasing+CutMix/MixUp" in rows
+
+
+def test_the_mixing_rows_deliver_mixed_float_batches_and_torchvisions_soft_targets():
+    args = {**ARGS, "mix": True, "workers": 0}
+    rows = bench.rows_for("torch", "32px", mix=True)
+    images, targets = next(iter(rows[bench.MIX_BASELINE](args)))
+    assert images.dtype.is_floating_point and targets.shape == (128, 10)
+    batch = next(iter(rows["augpipe-torch RandAugment+RandomErasing+CutMix/MixUp"](args)))
+    assert batch.images.dtype.is_floating_point and batch.targets.shape == (128, 10) and (batch.lam < 1).any()
+    result = bench._run_row("torch", "32px", "augpipe-torch RandAugment+RandomErasing+CutMix/MixUp", args)
+    assert result["images"] == 512

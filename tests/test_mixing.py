@@ -237,3 +237,29 @@ def test_driver_trains_on_soft_targets_with_timms_option_names(tmp_path):
 
     report = json.loads((out / "report.json").read_text())
     assert report["config"]["mixup"] == 0.8 and report["history"][0]["loss"] > 0
+
+
+def test_show_draws_one_batch_mixed_and_erased_across_magnitudes(tmp_path):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    out = tmp_path / "mixed.png"
+    subprocess.run([sys.executable, "-m", "augpipe", "show", "--mix", "both", "--erase", "0.5", "--magnitudes",
+                    "0,9,30", "--out", str(out)], check=True, capture_output=True)
+    grid = np.asarray(Image.open(out).convert("L"), dtype=np.int16)
+    assert grid.shape == (22 + 8 * 96, 150 + 3 * 96)
+    cells = [grid[22 + 2:22 + 94, 150 + c * 96 + 2:150 + c * 96 + 94] for c in range(3)]
+    assert np.abs(cells[0] - cells[2]).mean() > 1  # the ops at M=30 differ from M=0 on the same mixed sample
+
+
+def test_the_one_pass_normalisation_equals_torchs_for_every_level_and_layout():
+    """output='float' on CPU is normalised by a numba pass (fused with mixing where a loader mixes);
+    it must give torch's x.float().mul_(1/(255·std)).add_(-mean/std) bit for bit."""
+    src = ap.FashionMNIST("test", channels=3)
+    ctx = ap.Loader(ap.ArraySource(src.images[:8].numpy(), src.labels[:8]), output="float", num_workers=0,
+                    batch_size=8).context
+    levels = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16).expand(2, 3, 16, 16)
+    for x in (levels.contiguous(), levels.permute(0, 1, 3, 2)):
+        assert torch.equal(ctx.normalize(x), x.float().mul_(ctx.norm_scale).add_(ctx.norm_shift))

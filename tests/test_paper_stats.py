@@ -112,3 +112,29 @@ def test_a_finished_run_survives_its_machine_through_its_committed_record(tmp_pa
     (records / "c" / "teacher-s2" / "report.json").write_text("{}")
     run.restore(records, other, keep_model=True)
     assert not (other / "report.json").exists()
+
+
+def test_an_interrupted_run_resumes_in_a_later_session_from_its_committed_checkpoint(tmp_path, monkeypatch):
+    import json
+
+    import run
+
+    monkeypatch.setattr(run, "RUNS", tmp_path / "runs")
+    records = tmp_path / "records"
+    out = run.RUNS / "pilot" / "m5-s2"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "run.json").write_text(json.dumps({"kind": "train"}))
+    for e in (40, 41):
+        (out / "checkpoints" / f"epoch-{e:04d}.pt").write_bytes(b"state %d" % e)
+    assert run.save_inflight(records) == [out]
+    inflight = records / "pilot" / "m5-s2" / "inflight"
+    assert sorted(p.name for p in inflight.iterdir()) == ["cpus.json", "epoch-0041.pt", "run.json"]
+    import shutil
+
+    shutil.rmtree(run.RUNS)  # the machine is gone
+    run.restore(records, out, keep_model=False)
+    assert (out / "run.json").is_file() and (out / "checkpoints" / "epoch-0041.pt").read_bytes() == b"state 41"
+    (out / "report.json").write_text(json.dumps({"cpu": "Other CPU", "val": {"accuracy": 0.8}}))
+    run._keep(records, out, keep_model=False)  # finished: the record says every CPU it ran on
+    rec = json.loads((records / "pilot" / "m5-s2" / "report.json").read_text())
+    assert rec["cpus"] == sorted({"Other CPU", run._this_cpu()}) and not inflight.exists()

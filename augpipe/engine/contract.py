@@ -87,6 +87,9 @@ class BackendContext:
         options: backend_options, for the backend to validate.
         rank, world_size, drop_last: this process's shard (`order` already
             applies them; for engines with their own sharding).
+        defer_normalize: `finish` hands out uint8 images even for
+            output="float"; the Loader normalises them in its batch-level
+            stage (mixing, erasing), fused with it (engine/mixing.py).
     """
 
     source: Source
@@ -110,12 +113,13 @@ class BackendContext:
     rank: int = 0
     world_size: int = 1
     drop_last: bool = True
+    defer_normalize: bool = False
 
     def __post_init__(self):
         mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
         std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
-        self._scale = (1.0 / (255.0 * std)).to(self.device)
-        self._shift = (-mean / std).to(self.device)
+        self.norm_scale = (1.0 / (255.0 * std)).to(self.device)
+        self.norm_shift = (-mean / std).to(self.device)
         self.spec = BuildSpec(self.source, self.policy, self.crop, self.knob, self.seed, self.on_error)
 
     # ---------------------------------------------------------- requests
@@ -146,13 +150,25 @@ class BackendContext:
                       self.policy.space)
 
     # ------------------------------------------------------------ output
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 -> normalised float32 (x · 1/(255·std) - mean/std, per channel): one numba pass on CPU,
+        torch on CUDA (the same two roundings, so the same values)."""
+        if images.device.type == "cpu" and images.dtype == torch.uint8:
+            from ..kernels.mixing import normalize
+
+            out = torch.empty(images.shape, dtype=torch.float32)
+            normalize(images.numpy(), out.numpy(), self.norm_scale.reshape(-1).numpy(),
+                      self.norm_shift.reshape(-1).numpy())
+            return out
+        return images.float().mul_(self.norm_scale).add_(self.norm_shift)
+
     def finish(self, images: torch.Tensor, labels, index, magnitude, ops, mags, epoch: int, step: int) -> Batch:
         """The Batch handed out: every field on the output device, images
         normalised for output="float". Arrays may be numpy or torch."""
         device = self.device
         images = images.to(device, non_blocking=True)
-        if self.output == "float":
-            images = images.float().mul_(self._scale).add_(self._shift)
+        if self.output == "float" and not self.defer_normalize:
+            images = self.normalize(images)
 
         def tensor(a, dtype):
             t = a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a))

@@ -1,12 +1,15 @@
-"""Executing a MixPlan on a delivered batch: batched torch, on the batch's device.
+"""Executing a MixPlan on a delivered batch, in place: numba kernels on CPU
+batches (augpipe/kernels/mixing.py), batched torch on CUDA ones.
 
 Every backend (torch, DALI, FFCV) hands the Loader a Batch of the same pixels
 for the same plans, so one executor after them serves all of them and keeps
-them identical. Erasing runs first (per sample, as timm's transform does),
-mixing second (across the batch, from the erased originals). Formulas are
-timm's and torchvision v2's, so pixels equal theirs given the same choices:
-MixUp x·λ + x_partner·(1-λ) in float32 (rounded half-to-even for uint8, as
-timm's FastCollateMixup), CutMix the partner's box pasted, erasing a fill.
+them identical. The batch's images are the consumer's own fresh tensor, so
+they are changed in place (no copy of the batch). Erasing runs first (per
+sample, as timm's transform does), mixing second (across the batch, from the
+erased originals). Formulas are timm's and torchvision v2's, so pixels equal
+theirs given the same choices: MixUp x·λ + x_partner·(1-λ) in float32
+(rounded half-to-even for uint8, as timm's FastCollateMixup), CutMix the
+partner's box pasted, erasing a fill.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import numpy as np
 import torch
 
 from ..core.mixing import CUTMIX, MIXUP, MixPlan, Mixing, RandomErasing
+from ..kernels.mixing import erase_const, mix_pairs, normalize_mix
 from ..kernels.rng import sample_key
 
 
@@ -27,8 +31,10 @@ def erase(images: torch.Tensor, plan: MixPlan, erasing: RandomErasing, seed: int
     """Erase each sample's planned rectangles (in order; a later one overwrites an earlier one)."""
     if not plan.rects.shape[1] or not (plan.rects[:, :, 2] > 0).any():
         return images
-    out = images.clone()
-    device = images.device
+    out, device = images, images.device
+    if erasing.value == "const" and device.type == "cpu":
+        erase_const(images.numpy(), plan.rects, float(erasing.fill) if images.is_floating_point() else int(erasing.fill))
+        return images
     ys, xs = _rows_cols(images.shape[-2:], device)
     if erasing.value == "const":
         rects = torch.from_numpy(plan.rects.astype(np.int64)).to(device)
@@ -58,6 +64,9 @@ def mix(images: torch.Tensor, plan: MixPlan) -> torch.Tensor:
     if not (kind != 0).any():
         return images
     device = images.device
+    if device.type == "cpu":
+        mix_pairs(images.numpy(), kind, plan.lam, plan.box, not images.is_floating_point())
+        return images
     partner = images[torch.from_numpy(plan.partner).to(device)]
     out = images.clone()
     rows = np.flatnonzero(kind == MIXUP)
@@ -74,6 +83,25 @@ def mix(images: torch.Tensor, plan: MixPlan) -> torch.Tensor:
         inside &= torch.from_numpy(kind == CUTMIX).to(device).view(-1, 1, 1)
         out = torch.where(inside.unsqueeze(1), partner, out)
     return out
+
+
+def execute(images: torch.Tensor, plan: MixPlan, erasing: RandomErasing | None, seed: int, epoch: int,
+            index: np.ndarray, normalize=None) -> torch.Tensor:
+    """The stage on a backend's uint8 batch: erase, mix, and with `normalize` (the BackendContext of an
+    output="float" loader) normalise first. On CPU with a constant fill, the three are one pass
+    (kernels/mixing.normalize_mix); otherwise torch's normalisation, then `erase`, then `mix`."""
+    if normalize is not None:
+        if images.device.type == "cpu" and (erasing is None or erasing.value == "const"):
+            out = torch.empty(images.shape, dtype=torch.float32)
+            scale = normalize.norm_scale.reshape(-1).cpu().numpy()
+            shift = normalize.norm_shift.reshape(-1).cpu().numpy()
+            fill = float(erasing.fill) if erasing is not None else 0.0
+            normalize_mix(images.numpy(), out.numpy(), scale, shift, plan.kind, plan.lam, plan.box, plan.rects, fill)
+            return out
+        images = normalize.normalize(images)
+    if erasing is not None:
+        images = erase(images, plan, erasing, seed, epoch, index)
+    return mix(images, plan)
 
 
 def soft_targets(labels: torch.Tensor, partner_labels: torch.Tensor, lam: torch.Tensor, num_classes: int,

@@ -3,6 +3,11 @@
 Rows are ops, columns magnitudes; each cell is a real image from the source
 with that one op applied at that magnitude (positive sign), through the same
 executor the loaders use. It is the picture to look at when choosing M.
+
+With mixing or erasing (`--mix`, `--erase`): rows are training samples of
+one batch, columns magnitudes; each cell is `loader.render` of that sample at
+that magnitude with the batch's mixing and erasing (same partner, λ, box and
+rectangles; with follow="prob" their probability changes with M).
 """
 from __future__ import annotations
 
@@ -68,5 +73,49 @@ def show(source="fashion-mnist:test", policy="randaugment", magnitudes=DEFAULT_M
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     render_grid(images, ops, list(magnitudes), space).save(tmp, format="PNG")
+    tmp.replace(path)
+    return path
+
+
+def render_mixed_grid(loader, magnitudes, rows: int = 8, cell: int = 96) -> Image.Image:
+    """One row per sample of the loader's first batch, one column per magnitude, mixed and erased."""
+    batch = next(iter(loader))
+    cols = []
+    for m in magnitudes:  # partners are positions in the batch: render it whole, show the first `rows`
+        view = loader.render(batch.index, float(m), epoch=batch.epoch)
+        images = view.images[:rows]
+        cols.append(images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images)
+    label_w, head_h = 150, 22
+    n = cols[0].shape[0]
+    canvas = Image.new("RGB", (label_w + len(magnitudes) * cell, head_h + n * cell), "white")
+    draw = ImageDraw.Draw(canvas)
+    for c, m in enumerate(magnitudes):
+        draw.text((label_w + c * cell + cell // 2 - 12, 4), f"M={m:g}", fill="black")
+    for r in range(n):
+        text = f"#{int(view.index[r])}"
+        if view.lam is not None and float(view.lam[r]) < 1:
+            text += f" λ={float(view.lam[r]):.2f}\n+ #{int(view.mix_index[r])}"
+        if view.erased is not None and int(view.erased[r, :, 2].max()) > 0:
+            text += " erased"
+        draw.text((6, head_h + r * cell + cell // 2 - 12), text, fill="black")
+        for c in range(len(magnitudes)):
+            tile = Image.fromarray(cols[c][r].permute(1, 2, 0).cpu().numpy()).resize((cell - 4, cell - 4),
+                                                                                    Image.NEAREST)
+            canvas.paste(tile, (label_w + c * cell + 2, head_h + r * cell + 2))
+    return canvas
+
+
+def show_mixed(source="fashion-mnist:test", policy="randaugment", mix=None, erase=None,
+               magnitudes=DEFAULT_MAGNITUDES, out="augpipe-mixed.png", size: int = 64, seed: int = 0,
+               rows: int = 8) -> Path:
+    """Write the mixed-and-erased grid PNG (see the module docstring); return its path."""
+    from ..loader import Loader
+
+    loader = Loader(source, batch_size=rows, policy=policy, train=True, seed=seed, num_workers=0, size=size,
+                    mix=mix, erase=erase)
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    render_mixed_grid(loader, list(magnitudes), rows).save(tmp, format="PNG")
     tmp.replace(path)
     return path

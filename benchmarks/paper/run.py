@@ -64,7 +64,8 @@ def _record(records: Path, out: Path) -> Path:
 
 def restore(records: Path | None, out: Path, keep_model: bool) -> None:
     """Bring a run finished in an earlier session (on this or another machine) back from its committed
-    record: run directories live on the machine, records in the repository."""
+    record: run directories live on the machine, records in the repository. A run that was interrupted
+    at the end of a session gets its run.json and last checkpoint back (`save_inflight`), so it resumes."""
     if records is None or (out / "report.json").is_file():
         return
     rec = _record(records, out)
@@ -73,6 +74,48 @@ def restore(records: Path | None, out: Path, keep_model: bool) -> None:
         out.mkdir(parents=True, exist_ok=True)
         for f in files:
             shutil.copyfile(rec / f, out / f)
+        return
+    inflight = rec / "inflight"
+    if (inflight / "run.json").is_file() and not list(out.glob("checkpoints/epoch-*.pt")):
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(inflight / "run.json", out / "run.json")
+        for ckpt in inflight.glob("epoch-*.pt"):
+            shutil.copyfile(ckpt, out / "checkpoints" / ckpt.name)
+
+
+def save_inflight(records: Path) -> list[Path]:
+    """Keep every unfinished run under RUNS in its record: run.json, its latest checkpoint and the CPU it
+    ran on so far (`inflight/`), so a later session on another machine resumes it instead of starting
+    over. Run it with the runs paused or stopped; commit what it writes."""
+    saved = []
+    for run_file in sorted(RUNS.rglob("run.json")):
+        out = run_file.parent
+        ckpts = sorted(out.glob("checkpoints/epoch-*.pt"))
+        if (out / "report.json").is_file() or not ckpts:
+            continue
+        inflight = _record(records, out) / "inflight"
+        if inflight.exists():
+            shutil.rmtree(inflight)
+        inflight.mkdir(parents=True)
+        shutil.copyfile(run_file, inflight / "run.json")
+        shutil.copyfile(ckpts[-1], inflight / ckpts[-1].name)
+        (inflight / "cpus.json").write_text(json.dumps({"cpus": _cpus(records, out) + [_this_cpu()]}) + "\n")
+        saved.append(out)
+    return saved
+
+
+def _this_cpu() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return "unknown"
+
+
+def _cpus(records: Path, out: Path) -> list[str]:
+    """The CPUs an in-flight run ran on in earlier sessions."""
+    f = _record(records, out) / "inflight" / "cpus.json"
+    return json.loads(f.read_text())["cpus"] if f.is_file() else []
 
 
 def _keep(records: Path | None, out: Path, keep_model: bool) -> None:
@@ -81,8 +124,15 @@ def _keep(records: Path | None, out: Path, keep_model: bool) -> None:
         return
     rec = _record(records, out)
     rec.mkdir(parents=True, exist_ok=True)
-    for f in ["report.json", *(["model.pt"] if keep_model else [])]:
+    for f in ["model.pt"] if keep_model else []:
         shutil.copyfile(out / f, rec / f)
+    report = json.loads((out / "report.json").read_text())
+    earlier = _cpus(records, out)
+    if earlier:  # resumed across sessions: every CPU type the run's processes ran on
+        report["cpus"] = sorted(set(earlier + [report.get("cpu", _this_cpu())]))
+    (rec / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    if (rec / "inflight").exists():
+        shutil.rmtree(rec / "inflight")
 
 
 def read_report(out: Path, records: Path | None = None) -> dict | None:

@@ -25,9 +25,14 @@ ROWS = {
 }
 
 
-def rows_for(backend: str, data: str) -> dict:
+def rows_for(backend: str, data: str, mix: bool = False) -> dict:
     """The rows of a run: torchvision and augpipe-torch always; a backend's
-    own rows come from augpipe.tools.bench.<backend>.ROWS[data]."""
+    own rows come from augpipe.tools.bench.<backend>.ROWS[data]. With `mix`:
+    the mixing rows of augpipe.tools.bench.mixing instead."""
+    if mix:
+        from .mixing import rows
+
+        return rows(backend)[data]
     rows = dict(ROWS[data])
     for name in (("ffcv", "dali") if backend == "all" else (backend,)):
         if name != "torch":

@@ -20,13 +20,14 @@ import time
 from pathlib import Path
 
 from . import data as benchdata
+from .mixing import BASELINE as MIX_BASELINE
 from .rows import rows_for
 
 BASELINES = {"32px": "torchvision crop+flip+RandAugment", "224px": "torchvision RRC+flip+RandAugment"}
 
 
 def _run_row(backend: str, data: str, name: str, args: dict) -> dict:
-    loader = rows_for(backend, data)[name](args)
+    loader = rows_for(backend, data, args.get("mix", False))[name](args)
     warmup = max(2, 2 * args["workers"])
     needed = warmup + -(-args["images"] // args["batch"])
     seen, start, done, elapsed = 0, None, 0, None
@@ -106,7 +107,7 @@ def machine() -> str:
 
 def run(images: int = 61440, workers: int = 2, batch: int = 256, magnitude: float = 9.0, channels: int = 3,
         repeats: int = 3, out: str | None = None, backend: str = "torch", data: str = "32px",
-        data_root: str | None = None, command: str | None = None) -> str:
+        data_root: str | None = None, command: str | None = None, mix: bool = False) -> str:
     """Measure every row `repeats` times (median), print and return the table."""
     from tqdm import tqdm
 
@@ -114,8 +115,8 @@ def run(images: int = 61440, workers: int = 2, batch: int = 256, magnitude: floa
     if data == "224px":
         benchdata.imagenet_like(root)  # build once, before any row is timed
     args = {"images": images, "workers": workers, "batch": batch, "magnitude": magnitude, "channels": channels,
-            "data_root": root}
-    names = list(rows_for(backend, data))
+            "data_root": root, "mix": mix}
+    names = list(rows_for(backend, data, mix))
     results = {}
     with tqdm(total=len(names) * repeats, desc="bench", unit="run", file=sys.stderr) as bar:
         for name in names:
@@ -128,24 +129,26 @@ def run(images: int = 61440, workers: int = 2, batch: int = 256, magnitude: floa
                              "all_images_per_s": [r["images_per_s"] for r in runs],
                              "peak_pss_gib": max(r["peak_pss_gib"] for r in runs)}
     command = command or "augpipe bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    baseline = BASELINES[data]
+    baseline = BASELINES[data] if not mix else MIX_BASELINE
     base = results.get(baseline, {}).get("median_images_per_s")
     if data == "32px":
         what = f"Fashion-MNIST train (60,000), 28->32 px bilinear, {channels} channel(s), uint8 in memory"
     else:
         what = f"ImageNet-like JPEG folder {root} (real photographs, quality 90) -> 224x224"
+    wide, ratio_w = max(40, *(len(n) for n in results)), max(35, len(baseline) + 3)
     lines = [
         f"command: {command}",
         f"machine: {machine()}",
         f"data: {what}; batch {batch}; {workers} workers; RandAugment(num_ops=2, magnitude={magnitude:g}); "
         f"{images} images timed per run after warm-up, median of {repeats}",
         "",
-        f"| {'pipeline':<40} | {'images/s':>9} | {'peak PSS GiB':>12} | {'vs ' + baseline:>35} |",
-        f"|{'-' * 42}|{'-' * 10}:|{'-' * 13}:|{'-' * 36}:|",
+        f"| {'pipeline':<{wide}} | {'images/s':>9} | {'peak PSS GiB':>12} | {'vs ' + baseline:>{ratio_w}} |",
+        f"|{'-' * (wide + 2)}|{'-' * 10}:|{'-' * 13}:|{'-' * (ratio_w + 1)}:|",
     ]
     for name, r in results.items():
         ratio = f"{r['median_images_per_s'] / base:.2f}x" if base else "-"
-        lines.append(f"| {name:<40} | {r['median_images_per_s']:>9,.0f} | {r['peak_pss_gib']:>12.2f} | {ratio:>35} |")
+        lines.append(f"| {name:<{wide}} | {r['median_images_per_s']:>9,.0f} | {r['peak_pss_gib']:>12.2f} | "
+                     f"{ratio:>{ratio_w}} |")
     table = "\n".join(lines)
     if out:
         path = Path(out)
