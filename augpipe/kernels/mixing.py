@@ -5,7 +5,8 @@ A pair (i, n-1-i) is mixed row by row: both original rows are copied to
 small float32 buffers before either is written, so each side mixes with its
 partner's unmixed image without a copy of the batch; CutMix-only pairs touch
 the rows of their boxes alone.
-Arithmetic is torchvision's and timm's: x·λ + x_partner·(1-λ) in float32
+Helpers are inlined (inline="always"): a call per row would cost 8x the
+pass itself at 32 px. Arithmetic is torchvision's and timm's: x·λ + x_partner·(1-λ) in float32
 (λ float32, no fused multiply-add: numba compiles without fast-math), rounded
 half to even for uint8 (timm's FastCollateMixup uses np.rint).
 """
@@ -18,20 +19,20 @@ MIXUP, CUTMIX = 1, 2
 _RINT = np.float32(12582912.0)
 
 
-@njit(nogil=True, cache=True)
-def _write_side(dst, own, other, kind, lam, box, y, rounded):
-    """One row of one side of a pair, from both sides' original rows (float32 copies)."""
-    if kind == MIXUP:
+@njit(nogil=True, cache=True, inline="always")
+def _write_side(images, i, ch, y, own, other, kind, lam, box, rounded):
+    """Row y of sample i, in place, from both sides' original rows (float32 copies)."""
+    if kind[i] == MIXUP:
         weight = np.float32(1.0) - lam
         if rounded:
-            for x in range(dst.shape[0]):
-                dst[x] = (own[x] * lam + other[x] * weight + _RINT) - _RINT
+            for x in range(own.shape[0]):
+                images[i, ch, y, x] = (own[x] * lam + other[x] * weight + _RINT) - _RINT
         else:
-            for x in range(dst.shape[0]):
-                dst[x] = own[x] * lam + other[x] * weight
-    elif kind == CUTMIX and box[0] <= y < box[1]:
-        for x in range(box[2], box[3]):
-            dst[x] = other[x]
+            for x in range(own.shape[0]):
+                images[i, ch, y, x] = own[x] * lam + other[x] * weight
+    elif kind[i] == CUTMIX and box[i, 0] <= y < box[i, 1]:
+        for x in range(box[i, 2], box[i, 3]):
+            images[i, ch, y, x] = other[x]
 
 
 @njit(nogil=True, cache=True)
@@ -53,12 +54,11 @@ def mix_pairs(images, kind, lam, box, rounded):
         y1 = h if full else max(box[i, 1] if ki == CUTMIX else 0, box[j, 1] if kj == CUTMIX else 0)
         for ch in range(c):
             for y in range(y0, y1):
-                ri, rj = images[i, ch, y], images[j, ch, y]
                 for x in range(w):
-                    a[x] = ri[x]
-                    b[x] = rj[x]
-                _write_side(ri, a, b, ki, li, box[i], y, rounded)
-                _write_side(rj, b, a, kj, lj, box[j], y, rounded)
+                    a[x] = images[i, ch, y, x]
+                    b[x] = images[j, ch, y, x]
+                _write_side(images, i, ch, y, a, b, kind, li, box, rounded)
+                _write_side(images, j, ch, y, b, a, kind, lj, box, rounded)
 
 
 @njit(nogil=True, cache=True)
@@ -75,37 +75,63 @@ def erase_const(images, rects, fill):
                         images[i, ch, y, x] = fill
 
 
-@njit(nogil=True, cache=True)
-def _load_row(dst, src, scale, shift, rects, y, fill):
-    """One source row normalised (float32(x)·scale + shift: torch's two roundings), then erased."""
-    for x in range(dst.shape[0]):
-        dst[x] = np.float32(src[x]) * scale + shift
-    for r in range(rects.shape[0]):
-        top, left, h, w = rects[r, 0], rects[r, 1], rects[r, 2], rects[r, 3]
+@njit(nogil=True, cache=True, inline="always")
+def _erased_row(rects, i, y):
+    for r in range(rects.shape[1]):
+        if rects[i, r, 2] > 0 and rects[i, r, 0] <= y < rects[i, r, 0] + rects[i, r, 2]:
+            return True
+    return False
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _load(buf, src, i, ch, y, sc, sh, rects, fill):
+    """Row y of sample i, channel ch, normalised (float32(x)·sc + sh: torch's two roundings), then erased."""
+    for x in range(buf.shape[0]):
+        buf[x] = np.float32(src[i, ch, y, x]) * sc + sh
+    for r in range(rects.shape[1]):
+        top, left, h, w = rects[i, r, 0], rects[i, r, 1], rects[i, r, 2], rects[i, r, 3]
         if h > 0 and top <= y < top + h:
             for x in range(left, left + w):
-                dst[x] = fill
+                buf[x] = fill
 
 
-@njit(nogil=True, cache=True)
-def _store_row(dst, own, other, kind, lam, box, y):
-    if kind == MIXUP:
+@njit(nogil=True, cache=True, inline="always")
+def _store(dst, i, ch, y, own, other, kind, lam, box):
+    """Row y of output sample i from its own and its partner's normalised, erased rows."""
+    if kind[i] == MIXUP:
         weight = np.float32(1.0) - lam
-        for x in range(dst.shape[0]):
-            dst[x] = own[x] * lam + other[x] * weight
+        for x in range(own.shape[0]):
+            dst[i, ch, y, x] = own[x] * lam + other[x] * weight
         return
-    for x in range(dst.shape[0]):
-        dst[x] = own[x]
-    if kind == CUTMIX and box[0] <= y < box[1]:
-        for x in range(box[2], box[3]):
-            dst[x] = other[x]
+    for x in range(own.shape[0]):
+        dst[i, ch, y, x] = own[x]
+    if kind[i] == CUTMIX and box[i, 0] <= y < box[i, 1]:
+        for x in range(box[i, 2], box[i, 3]):
+            dst[i, ch, y, x] = other[x]
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _store_direct(dst, src, i, j, ch, y, sc, sh, kind, lam, box):
+    """_store on a row without erasing, normalising straight from the uint8 rows (no buffers)."""
+    w = src.shape[3]
+    if kind[i] == MIXUP:
+        weight = np.float32(1.0) - lam
+        for x in range(w):
+            dst[i, ch, y, x] = (np.float32(src[i, ch, y, x]) * sc + sh) * lam + \
+                (np.float32(src[j, ch, y, x]) * sc + sh) * weight
+        return
+    for x in range(w):
+        dst[i, ch, y, x] = np.float32(src[i, ch, y, x]) * sc + sh
+    if kind[i] == CUTMIX and box[i, 0] <= y < box[i, 1]:
+        for x in range(box[i, 2], box[i, 3]):
+            dst[i, ch, y, x] = np.float32(src[j, ch, y, x]) * sc + sh
 
 
 @njit(nogil=True, cache=True)
 def normalize_mix(src, dst, scale, shift, kind, lam, box, rects, fill):
     """uint8 src (N, C, H, W) -> float32 dst in one pass: normalise, erase the planned rectangles with
     `fill`, mix the pairs (n-1-i) from the erased originals. Equal to torch's normalisation followed by
-    torchvision's RandomErasing and timm's Mixup, without their three extra passes over the batch."""
+    torchvision's RandomErasing and timm's Mixup, without their extra passes over the batch."""
     n, c, h, w = src.shape
     a = np.empty(w, np.float32)
     b = np.empty(w, np.float32)
@@ -116,11 +142,16 @@ def normalize_mix(src, dst, scale, shift, kind, lam, box, rects, fill):
         for ch in range(c):
             sc, sh = np.float32(scale[ch]), np.float32(shift[ch])
             for y in range(h):
-                _load_row(a, src[i, ch, y], sc, sh, rects[i], y, fill)
-                _load_row(b, src[j, ch, y], sc, sh, rects[j], y, fill)
-                _store_row(dst[i, ch, y], a, b, kind[i], li, box[i], y)
-                if j != i:
-                    _store_row(dst[j, ch, y], b, a, kind[j], lj, box[j], y)
+                if _erased_row(rects, i, y) or _erased_row(rects, j, y):
+                    _load(a, src, i, ch, y, sc, sh, rects, fill)
+                    _load(b, src, j, ch, y, sc, sh, rects, fill)
+                    _store(dst, i, ch, y, a, b, kind, li, box)
+                    if j != i:
+                        _store(dst, j, ch, y, b, a, kind, lj, box)
+                else:
+                    _store_direct(dst, src, i, j, ch, y, sc, sh, kind, li, box)
+                    if j != i:
+                        _store_direct(dst, src, j, i, ch, y, sc, sh, kind, lj, box)
 
 
 @njit(nogil=True, cache=True)
