@@ -263,3 +263,19 @@ def test_the_one_pass_normalisation_equals_torchs_for_every_level_and_layout():
     levels = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16).expand(2, 3, 16, 16)
     for x in (levels.contiguous(), levels.permute(0, 1, 3, 2)):
         assert torch.equal(ctx.normalize(x), x.float().mul_(ctx.norm_scale).add_(ctx.norm_shift))
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_the_cuda_path_batched_torch_equals_the_cpu_kernels(dtype):
+    """CUDA batches are mixed and erased by batched torch ops; run them here on CPU against the kernels."""
+    from augpipe.engine import mixing
+
+    idx = np.arange(64)
+    plan = make_mix_plan(1, 2, idx, np.full(64, 9.0), (28, 28), ap.CutMix(1.0) | ap.MixUp(0.8),
+                         ap.RandomErasing(0.7, count=(1, 3), fill=7))
+    assert {MIXUP, CUTMIX} <= set(plan.kind.tolist())
+    x = (torch.rand(64, 3, 28, 28, generator=torch.Generator().manual_seed(0)) * 255).to(dtype)
+    erase = ap.RandomErasing(0.7, count=(1, 3), fill=7)
+    kernels = mixing.mix(mixing.erase(x.clone(), plan, erase, 1, 2, idx), plan)
+    torch_ops = mixing.mix_torch(mixing.erase(x.clone(), plan, erase, 1, 2, idx, torch_ops=True), plan)
+    assert torch.equal(kernels, torch_ops)

@@ -27,12 +27,13 @@ def _rows_cols(size, device):
 
 
 def erase(images: torch.Tensor, plan: MixPlan, erasing: RandomErasing, seed: int, epoch: int,
-          index: np.ndarray) -> torch.Tensor:
-    """Erase each sample's planned rectangles (in order; a later one overwrites an earlier one)."""
+          index: np.ndarray, torch_ops: bool = False) -> torch.Tensor:
+    """Erase each sample's planned rectangles (in order; a later one overwrites an earlier one), in place.
+    Constant fills use the CPU kernel on CPU unless `torch_ops` (the CUDA path, testable on CPU)."""
     if not plan.rects.shape[1] or not (plan.rects[:, :, 2] > 0).any():
         return images
     out, device = images, images.device
-    if erasing.value == "const" and device.type == "cpu":
+    if erasing.value == "const" and device.type == "cpu" and not torch_ops:
         erase_const(images.numpy(), plan.rects, float(erasing.fill) if images.is_floating_point() else int(erasing.fill))
         return images
     ys, xs = _rows_cols(images.shape[-2:], device)
@@ -67,6 +68,12 @@ def mix(images: torch.Tensor, plan: MixPlan) -> torch.Tensor:
     if device.type == "cpu":
         mix_pairs(images.numpy(), kind, plan.lam, plan.box, not images.is_floating_point())
         return images
+    return mix_torch(images, plan)
+
+
+def mix_torch(images: torch.Tensor, plan: MixPlan) -> torch.Tensor:
+    """`mix` in batched torch ops (the CUDA path; on any device, equal to the CPU kernels)."""
+    kind, device = plan.kind, images.device
     partner = images[torch.from_numpy(plan.partner).to(device)]
     out = images.clone()
     rows = np.flatnonzero(kind == MIXUP)
