@@ -266,7 +266,10 @@ class Loader:
         if self.mix is None and self.erase is None:
             return batch
         from .engine import mixing
+        from .engine.compiled import notice
+        from .kernels.mixing import normalize_mix
 
+        notice(normalize_mix, "the mixing and erasing kernels", 10)
         idx = batch.index.cpu().numpy()
         mixer, eraser = (self.mix, self.erase) if mix else (None, None)
         plan = make_mix_plan(self.seed, batch.epoch, idx, batch.magnitude.cpu().numpy(),

@@ -43,3 +43,34 @@ def test_a_second_process_compiles_nothing(photo_folder, tmp_path):
     assert hits >= 1 and misses == 0, (hits, misses)
     assert _files(cache) == before  # nothing new written, nothing rewritten
     assert "compiling" not in err
+
+
+MIX_CODE = """
+import numpy as np
+import augpipe as ap
+from augpipe.kernels.mixing import normalize_mix
+from augpipe.core.mixing import plan_mixing
+arrays = (np.random.default_rng(0).integers(0, 256, (32, 3, 16, 16), dtype=np.uint8), np.arange(32) % 4)
+loader = ap.Loader(arrays, batch_size=8, num_workers=0, output="float", mix=ap.CutMix(1.0) | ap.MixUp(0.8),
+                   erase=ap.RandomErasing(0.5))
+batch = next(iter(loader))
+misses = sum(normalize_mix.stats.cache_misses.values()) + sum(plan_mixing.stats.cache_misses.values())
+print("HITS", sum(normalize_mix.stats.cache_hits.values()), "MISSES", misses)
+"""
+
+
+@pytest.mark.slow
+def test_the_mixing_kernels_are_compiled_once_too(tmp_path):
+    cache = tmp_path / "numba"
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
+
+    def once():
+        done = subprocess.run([sys.executable, "-c", MIX_CODE], capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+        line = next(ln for ln in done.stdout.splitlines() if ln.startswith("HITS")).split()
+        return int(line[1]), int(line[3]), done.stderr
+
+    hits, misses, err = once()
+    assert misses >= 1 and "compiling the mixing and erasing kernels once" in err
+    hits, misses, err = once()
+    assert hits >= 1 and misses == 0 and "compiling" not in err, (hits, misses, err[-500:])

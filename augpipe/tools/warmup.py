@@ -57,6 +57,17 @@ def warmup(backends=("torch", "dali", "ffcv"), say=print) -> dict[str, float]:
                     break
                 done[f"{backend}, {name}"] = time.perf_counter() - start
                 say(f"  {backend}, {name}: {done[f'{backend}, {name}']:.1f} s")
+        # float output (the driver's) and the mixing/erasing kernels, uint8 and float (backend-independent)
+        from ..core.mixing import CutMix, MixUp, RandomErasing
+
+        for output in ("float", "uint8"):
+            start = time.perf_counter()
+            loader = Loader(arrays, batch_size=8, magnitude=9, num_workers=0, output=output,
+                            mix=CutMix(1.0) | MixUp(0.8), erase=RandomErasing(0.5))
+            next(iter(loader))
+            next(iter(Loader(arrays, batch_size=8, num_workers=0, output=output)))
+            done[f"mixing, {output}"] = time.perf_counter() - start
+            say(f"  mixing and erasing, {output}: {done[f'mixing, {output}']:.1f} s")
     return done
 
 
