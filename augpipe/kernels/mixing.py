@@ -20,9 +20,9 @@ _RINT = np.float32(12582912.0)
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _write_side(images, i, ch, y, own, other, kind, lam, box, rounded):
+def _write_side(images, i, ch, y, own, other, k, lam, y1, y2, x1, x2, rounded):
     """Row y of sample i, in place, from both sides' original rows (float32 copies)."""
-    if kind[i] == MIXUP:
+    if k == MIXUP:
         weight = np.float32(1.0) - lam
         if rounded:
             for x in range(own.shape[0]):
@@ -30,8 +30,8 @@ def _write_side(images, i, ch, y, own, other, kind, lam, box, rounded):
         else:
             for x in range(own.shape[0]):
                 images[i, ch, y, x] = own[x] * lam + other[x] * weight
-    elif kind[i] == CUTMIX and box[i, 0] <= y < box[i, 1]:
-        for x in range(box[i, 2], box[i, 3]):
+    elif k == CUTMIX and y1 <= y < y2:
+        for x in range(x1, x2):
             images[i, ch, y, x] = other[x]
 
 
@@ -49,16 +49,18 @@ def mix_pairs(images, kind, lam, box, rounded):
         if ki == 0 and kj == 0:
             continue
         li, lj = np.float32(lam[i]), np.float32(lam[j])
+        i0, i1, i2, i3 = box[i, 0], box[i, 1], box[i, 2], box[i, 3]
+        j0, j1, j2, j3 = box[j, 0], box[j, 1], box[j, 2], box[j, 3]
         full = ki == MIXUP or kj == MIXUP
-        y0 = 0 if full else min(box[i, 0] if ki == CUTMIX else h, box[j, 0] if kj == CUTMIX else h)
-        y1 = h if full else max(box[i, 1] if ki == CUTMIX else 0, box[j, 1] if kj == CUTMIX else 0)
+        y0 = 0 if full else min(i0 if ki == CUTMIX else h, j0 if kj == CUTMIX else h)
+        y1 = h if full else max(i1 if ki == CUTMIX else 0, j1 if kj == CUTMIX else 0)
         for ch in range(c):
             for y in range(y0, y1):
                 for x in range(w):
                     a[x] = images[i, ch, y, x]
                     b[x] = images[j, ch, y, x]
-                _write_side(images, i, ch, y, a, b, kind, li, box, rounded)
-                _write_side(images, j, ch, y, b, a, kind, lj, box, rounded)
+                _write_side(images, i, ch, y, a, b, ki, li, i0, i1, i2, i3, rounded)
+                _write_side(images, j, ch, y, b, a, kj, lj, j0, j1, j2, j3, rounded)
 
 
 @njit(nogil=True, cache=True)
@@ -96,35 +98,36 @@ def _load(buf, src, i, ch, y, sc, sh, rects, fill):
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _store(dst, i, ch, y, own, other, kind, lam, box):
-    """Row y of output sample i from its own and its partner's normalised, erased rows."""
-    if kind[i] == MIXUP:
+def _store(dst, i, ch, y, own, other, k, lam, y1, y2, x1, x2):
+    """Row y of output sample i (its kind k, λ, box) from its own and its partner's normalised, erased rows."""
+    if k == MIXUP:
         weight = np.float32(1.0) - lam
         for x in range(own.shape[0]):
             dst[i, ch, y, x] = own[x] * lam + other[x] * weight
-        return
-    for x in range(own.shape[0]):
-        dst[i, ch, y, x] = own[x]
-    if kind[i] == CUTMIX and box[i, 0] <= y < box[i, 1]:
-        for x in range(box[i, 2], box[i, 3]):
-            dst[i, ch, y, x] = other[x]
+    else:
+        for x in range(own.shape[0]):
+            dst[i, ch, y, x] = own[x]
+        if k == CUTMIX and y1 <= y < y2:
+            for x in range(x1, x2):
+                dst[i, ch, y, x] = other[x]
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _store_direct(dst, src, i, j, ch, y, sc, sh, kind, lam, box):
-    """_store on a row without erasing, normalising straight from the uint8 rows (no buffers)."""
+def _store_direct(dst, src, i, j, ch, y, sc, sh, k, lam, y1, y2, x1, x2):
+    """_store on a row without erasing, normalising straight from the uint8 rows (no buffers). The plan's
+    values come in as scalars: loaded inside the loops, they stop LLVM vectorising them (8x slower)."""
     w = src.shape[3]
-    if kind[i] == MIXUP:
+    if k == MIXUP:
         weight = np.float32(1.0) - lam
         for x in range(w):
             dst[i, ch, y, x] = (np.float32(src[i, ch, y, x]) * sc + sh) * lam + \
                 (np.float32(src[j, ch, y, x]) * sc + sh) * weight
-        return
-    for x in range(w):
-        dst[i, ch, y, x] = np.float32(src[i, ch, y, x]) * sc + sh
-    if kind[i] == CUTMIX and box[i, 0] <= y < box[i, 1]:
-        for x in range(box[i, 2], box[i, 3]):
-            dst[i, ch, y, x] = np.float32(src[j, ch, y, x]) * sc + sh
+    else:
+        for x in range(w):
+            dst[i, ch, y, x] = np.float32(src[i, ch, y, x]) * sc + sh
+        if k == CUTMIX and y1 <= y < y2:
+            for x in range(x1, x2):
+                dst[i, ch, y, x] = np.float32(src[j, ch, y, x]) * sc + sh
 
 
 @njit(nogil=True, cache=True)
@@ -138,20 +141,26 @@ def normalize_mix(src, dst, scale, shift, kind, lam, box, rects, fill):
     fill = np.float32(fill)
     for i in range((n + 1) // 2):
         j = n - 1 - i
+        ki, kj = kind[i], kind[j]
         li, lj = np.float32(lam[i]), np.float32(lam[j])
+        i0, i1, i2, i3 = box[i, 0], box[i, 1], box[i, 2], box[i, 3]
+        j0, j1, j2, j3 = box[j, 0], box[j, 1], box[j, 2], box[j, 3]
+        erased = False
+        for r in range(rects.shape[1]):
+            erased = erased or rects[i, r, 2] > 0 or rects[j, r, 2] > 0
         for ch in range(c):
             sc, sh = np.float32(scale[ch]), np.float32(shift[ch])
             for y in range(h):
-                if _erased_row(rects, i, y) or _erased_row(rects, j, y):
+                if erased and (_erased_row(rects, i, y) or _erased_row(rects, j, y)):
                     _load(a, src, i, ch, y, sc, sh, rects, fill)
                     _load(b, src, j, ch, y, sc, sh, rects, fill)
-                    _store(dst, i, ch, y, a, b, kind, li, box)
+                    _store(dst, i, ch, y, a, b, ki, li, i0, i1, i2, i3)
                     if j != i:
-                        _store(dst, j, ch, y, b, a, kind, lj, box)
+                        _store(dst, j, ch, y, b, a, kj, lj, j0, j1, j2, j3)
                 else:
-                    _store_direct(dst, src, i, j, ch, y, sc, sh, kind, li, box)
+                    _store_direct(dst, src, i, j, ch, y, sc, sh, ki, li, i0, i1, i2, i3)
                     if j != i:
-                        _store_direct(dst, src, j, i, ch, y, sc, sh, kind, lj, box)
+                        _store_direct(dst, src, j, i, ch, y, sc, sh, kj, lj, j0, j1, j2, j3)
 
 
 @njit(nogil=True, cache=True)
