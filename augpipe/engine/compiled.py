@@ -23,9 +23,11 @@ def cached(dispatcher) -> bool:
 
 def notice(dispatcher, what: str, seconds: int) -> None:
     """One line on stderr, once per process, when `dispatcher` is not cached yet."""
-    if what in _SAID or cached(dispatcher):
+    if what in _SAID:  # checked once per process: callers sit on per-batch paths
         return
     _SAID.add(what)
+    if cached(dispatcher):
+        return
     where = getattr(getattr(dispatcher, "_cache", None), "_cache_path", "numba's cache")
     print(f"augpipe: compiling {what} once (about {seconds} s on 2 cores; `augpipe warmup` does it ahead of "
           f"time); cached in {where}", file=sys.stderr, flush=True)
