@@ -151,6 +151,8 @@ class Loader:
         self.epoch = 0
         self._step = 0  # batches handed out in the current epoch (for state_dict)
         self._resume = 0  # where the next iter() starts: 0, or a load_state_dict step
+        self._elastic = None  # an epoch resumed on another world size (streaming sources): see load_state_dict
+        self._orders: dict = {}  # streaming sources: the last epochs' orders (litdata computes them)
         self.backend_options = dict(backend_options or {})
         if backend == "auto":
             backend = "ffcv" if self.dataset.beton is not None else "torch"
@@ -293,12 +295,15 @@ class Loader:
         """Start epoch `epoch` (order and plans derive from it) from its first batch."""
         if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
             raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
-        self.epoch, self._step, self._resume = int(epoch), 0, 0
+        self.epoch, self._step, self._resume, self._elastic = int(epoch), 0, 0, None
 
     def indices(self, epoch: int | None = None) -> np.ndarray:
         """This rank's sample order for an epoch (equal length on every rank:
-        padded with the first samples of the order, or truncated with drop_last)."""
+        padded with the first samples of the order, or truncated with drop_last).
+        A streaming source's order is its engine's (litdata's; see augpipe/sources/litdata.py)."""
         epoch = self.epoch if epoch is None else epoch
+        if self.dataset.streaming:
+            return self._streaming_order(epoch)
         n = len(self.dataset)
         order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
         if self.world_size > 1:
@@ -308,7 +313,30 @@ class Loader:
             order = order[self.rank:total:self.world_size]
         return order.astype(np.int64)
 
+    def _streaming_order(self, epoch: int) -> np.ndarray:
+        e = self._elastic if self._elastic is not None and self._elastic["epoch"] == epoch else None
+        key = (epoch, None if e is None else (e["world_size"], e["consumed"]))
+        if key not in self._orders:
+            from .sources.litdata import lockstep, restripe
+
+            def order(rank, world_size):
+                return self.dataset.order(epoch, self.seed, self.shuffle, rank, world_size, self.batch_size,
+                                          self.drop_last)
+
+            if e is None:
+                mine = order(self.rank, self.world_size)
+            else:  # the rest of the stream the interrupted job consumed in lockstep, dealt to these ranks
+                stream = lockstep([order(r, e["world_size"]) for r in range(e["world_size"])], self.batch_size)
+                rest = restripe(stream[e["consumed"]:], self.rank, self.world_size, self.batch_size)
+                mine = np.concatenate([np.full(e["offset"] * self.batch_size, -1, np.int64), rest])
+            self._orders = {k: v for k, v in self._orders.items() if k[0] == epoch - 1}  # keep two epochs
+            self._orders[key] = np.ascontiguousarray(mine, dtype=np.int64)
+        return self._orders[key]
+
     def __len__(self) -> int:
+        if self.dataset.streaming:
+            n = len(self._streaming_order(self.epoch))
+            return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
         n = len(self.dataset)
         if self.world_size > 1:
             n = n // self.world_size if self.drop_last else -(-n // self.world_size)
@@ -318,6 +346,7 @@ class Loader:
         """One epoch. Like a DataLoader, an abandoned iteration is not resumed
         by the next iter(): only `load_state_dict` starts mid-epoch."""
         epoch, self._step, self._resume = self.epoch, self._resume, 0
+        self.context.num_batches = len(self)  # a streaming epoch resumed elastically has its own length
         for batch in self._backend.iterate(epoch, self._step):
             self._step += 1
             batch = self._mix_and_erase(batch)
@@ -326,7 +355,7 @@ class Loader:
             if self.epoch == epoch and self._step >= len(self):
                 # complete once its last batch is out (trainers that know len() never ask for
                 # one more): the next iter() is the next epoch, as FFCV does
-                self.epoch, self._step = epoch + 1, 0
+                self.epoch, self._step, self._elastic = epoch + 1, 0, None
             yield batch
 
     def close(self) -> None:
@@ -348,6 +377,14 @@ class Loader:
         state = {"epoch": self.epoch, "step": self._step, "seed": self.seed, "magnitude": float(self.magnitude),
                  "caps": torch.from_numpy(self.caps.copy()), "world_size": self.world_size, "rank": self.rank,
                  "num_samples": len(self.dataset), "batch_size": self.batch_size}
+        # where the epoch stands globally, so that a streaming source resumes on another world size
+        e = self._elastic if self._elastic is not None and self._elastic["epoch"] == self.epoch else None
+        stride = self.batch_size * self.world_size
+        state["sample_in_epoch"] = (self._step * stride if e is None
+                                    else e["consumed"] + (self._step - e["offset"]) * stride)
+        state["epoch_world_size"] = self.world_size if e is None else e["world_size"]
+        if self.dataset.streaming:
+            state["fingerprint"] = self.dataset.fingerprint()
         if self._gate is not None and hasattr(self._gate, "state_dict"):
             state["gate"] = self._gate.state_dict()
         return state
@@ -355,10 +392,17 @@ class Loader:
     def load_state_dict(self, state: dict) -> None:
         """Resume from `state_dict()`: the next iteration continues mid-epoch.
 
+        A streaming (litdata) source with drop_last also resumes on another
+        world size: the rest of the epoch is the global stream the saved job
+        was consuming, minus what it consumed, dealt to the new ranks in whole
+        rounds (each remaining sample once, with the augmentation it would
+        have had: plans are keyed by the global index). Its step numbers go on
+        from consumed // (batch_size * world_size).
+
         Raises:
             ValueError: `state` is not a Loader state dict (missing keys named),
                 or was saved by a loader over other data, batch size, world
-                size or seed.
+                size (other than a streaming source's) or seed.
         """
         if not isinstance(state, dict):
             raise TypeError(f"load_state_dict takes the dict from Loader.state_dict(), got {type(state).__name__}")
@@ -366,13 +410,29 @@ class Loader:
         if missing:
             raise ValueError(f"not a Loader state dict: missing {', '.join(missing)} (Loader.state_dict() holds "
                              f"{', '.join(STATE_KEYS)}, and 'gate' with a gate attached)")
-        for key in ("num_samples", "batch_size", "world_size"):
+        for key in ("num_samples", "batch_size"):
             mine = len(self.dataset) if key == "num_samples" else getattr(self, key)
             if state[key] != mine:
                 raise ValueError(f"state was saved with {key}={state[key]}, this loader has {mine}")
         if state["seed"] != self.seed:
             raise ValueError(f"state was saved with seed={state['seed']}, this loader has seed={self.seed}")
-        self.epoch, self._step = int(state["epoch"]), int(state["step"])
+        if self.dataset.streaming and state.get("fingerprint", self.dataset.fingerprint()) != self.dataset.fingerprint():
+            raise ValueError(f"state was saved by a loader over another dataset (fingerprint {state['fingerprint']}, "
+                             f"this one's {self.dataset.fingerprint()})")
+        epoch_ws = int(state.get("epoch_world_size", state["world_size"]))
+        consumed = int(state.get("sample_in_epoch", 0))
+        elastic = (state["world_size"] != self.world_size or epoch_ws != self.world_size) and consumed > 0
+        if state["world_size"] != self.world_size and not (self.dataset.streaming and self.drop_last):
+            raise ValueError(f"state was saved with world_size={state['world_size']}, this loader has "
+                             f"{self.world_size}: only streaming sources (litdata:...) with drop_last resume on "
+                             "another world size")
+        self.epoch = int(state["epoch"])
+        if elastic:
+            offset = consumed // (self.batch_size * self.world_size)
+            self._elastic = {"epoch": self.epoch, "world_size": epoch_ws, "consumed": consumed, "offset": offset}
+            self._step = offset
+        else:
+            self._elastic, self._step = None, int(state["step"])
         self._resume = self._step
         self.knob.value = state["magnitude"]
         caps = state["caps"]

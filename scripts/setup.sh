@@ -29,7 +29,7 @@ pip_install() {  # quiet on success; on failure, pip's output (minus index-locat
   rm -f "$log"
 }
 pip_install --upgrade pip
-pip_install -e ".[dev,dali,ffcv,driver]"  # ffcv builds against the Debian packages above
+pip_install -e ".[dev,dali,ffcv,driver,stream]"  # ffcv builds against the Debian packages above
 .venv/bin/python -c "import augpipe, torch, torchvision; print('augpipe', augpipe.__version__, '| torch', torch.__version__, '| torchvision', torchvision.__version__)"
 # Compile augpipe's kernels once now (numba caches them on disk), so the first real run starts in seconds.
 .venv/bin/augpipe warmup --backends torch,dali

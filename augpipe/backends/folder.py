@@ -1,4 +1,5 @@
-"""The torch backend's fast path for image folders: JPEG files straight to batches.
+"""The torch backend's fast path for image folders (and litdata datasets of image files): JPEG
+bytes straight to batches.
 
 Per batch, in a worker thread: plan (sizes come from the file headers, read
 once when the folder is first used), read the batch's JPEG files into one
@@ -82,8 +83,7 @@ class FolderBatches:
         offsets[1:] = np.cumsum(np.where(fast, self.nbytes[indices], 0))
         buf = np.empty(max(1, int(offsets[-1])), np.uint8)
         for i in np.flatnonzero(fast):
-            with open(source.path(int(indices[i])), "rb", buffering=0) as f:
-                f.readinto(memoryview(buf)[offsets[i]:offsets[i + 1]])
+            source.read_into(int(indices[i]), memoryview(buf)[offsets[i]:offsets[i + 1]])
         status = np.zeros(n, np.int64)
         render_jpeg_batch(buf, offsets, hw[:, 0], hw[:, 1], fast,
                           plan.box.astype(np.int64), plan.flip, np.uint8(plan.fill), plan.ops, plan.mags,

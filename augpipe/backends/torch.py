@@ -84,9 +84,9 @@ class TorchBackend:
             raise ValueError(f"unknown torch backend options {sorted(unknown)}; known: {sorted(OPTIONS)}")
         self.ctx = ctx
         on_gpu = ctx.device.type == "cuda"
-        self.decoder = ctx.options.get("decoder", "fused" if ctx.source.files else "torchvision")
-        if self.decoder not in ("fused", "torchvision") or (self.decoder == "fused" and not ctx.source.files):
-            raise ValueError(f"backend_options['decoder'] must be 'fused' (image files only) or 'torchvision', "
+        self.decoder = ctx.options.get("decoder", "fused" if ctx.source.encoded else "torchvision")
+        if self.decoder not in ("fused", "torchvision") or (self.decoder == "fused" and not ctx.source.encoded):
+            raise ValueError(f"backend_options['decoder'] must be 'fused' (encoded images only) or 'torchvision', "
                              f"got {self.decoder!r}")
         fast = ctx.source.in_memory or self.decoder == "fused"
         default = "threads" if fast and not on_gpu else "processes"

@@ -5,7 +5,9 @@
 - `folder`: `FolderSource`, an ImageFolder tree decoded one file at a time.
 - `beton`: `BetonSource`, an FFCV .beton (FFCV is imported only here).
 - `open`: `open_source`, what the Loader does with what the user passed.
-- `convert`: `augpipe convert`, a source to a .beton.
+- `litdata`: `LitdataSource`, a litdata dataset (litdata is imported only here); its order is litdata's.
+- `webdataset`: WebDataset tar shards, an input format for conversion.
+- `convert`: `augpipe convert`, a source to a .beton; `to_litdata`: to a litdata dataset.
 """
 from .array import FASHION_MNIST_CLASSES, FASHION_MNIST_ROOT, ArraySource, FashionMNIST
 from .base import DecodeError, Source

@@ -35,6 +35,12 @@ class Source:
         in_memory: `images` holds every sample as one shared uint8 NCHW tensor
             (so `fixed_shape` is set, and `get_batch`, `resized` work).
         files: `path(i)` is sample i's encoded image file (JPEG, PNG, ...).
+        encoded: `read_into(i, buf)` copies sample i's encoded image bytes
+            (a file's, or a litdata item's) and `headers()` gives every
+            sample's size, kind and byte count (the folder fast path).
+        streaming: `order(epoch, seed, shuffle, rank, world_size,
+            batch_size, drop_last)` is this rank's order, decided by the
+            engine the samples live in (litdata), not by the Loader.
         beton: the FFCV .beton file holding the samples, or None.
         channels: channels of every image `load` returns (1 or 3).
     and always offers `load(i)`, `sizes()` (heights and widths without
@@ -46,6 +52,8 @@ class Source:
     skipped: list[tuple[str, str]]
     in_memory: bool = False
     files: bool = False
+    encoded: bool = False
+    streaming: bool = False
     beton: Path | None = None
 
     def __len__(self) -> int:

@@ -239,10 +239,16 @@ def convert(source, out, image_format: str = "jpg", max_resolution: int | None =
 
 def add_parser(sub) -> None:
     """Register `augpipe convert` on the CLI's subparsers."""
-    c = sub.add_parser("convert", help="convert an image folder / arrays / fashion-mnist to an FFCV .beton")
-    c.add_argument("source", help="image folder, or fashion-mnist[:train|:test]")
-    c.add_argument("out", help="output .beton path")
-    c.add_argument("--format", dest="image_format", choices=FORMATS, default="jpg")
+    c = sub.add_parser("convert", help="convert an image folder / arrays / fashion-mnist / WebDataset shards to an "
+                                       "FFCV .beton or (--format litdata) a litdata dataset")
+    c.add_argument("source", help="image folder, fashion-mnist[:train|:test], a .beton; with --format litdata "
+                                  "also WebDataset shards: a .tar, a brace pattern ('train-{000..009}.tar') or a "
+                                  "folder of .tar files")
+    c.add_argument("out", help="output .beton path, or the litdata dataset directory")
+    c.add_argument("--format", dest="image_format", choices=(*FORMATS, "litdata"), default="jpg",
+                   help="the .beton's image storage, or 'litdata' (encoded bytes as they are; "
+                        "read with Loader('litdata:OUT'))")
+    c.add_argument("--overwrite", action="store_true", help="litdata: replace OUT once the new one is complete")
     c.add_argument("--max-resolution", type=int, default=None, help="longest stored side (px)")
     c.add_argument("--quality", type=int, default=90, help="JPEG quality")
     c.add_argument("--proportion", type=float, default=0.5, help="JPEG share for --format proportion")
@@ -252,6 +258,19 @@ def add_parser(sub) -> None:
 
 
 def cmd_convert(a) -> None:
+    if a.image_format == "litdata":
+        from .to_litdata import convert_litdata
+
+        try:
+            r = convert_litdata(a.source, a.out, on_error=a.on_error, overwrite=a.overwrite)
+        except (DecodeError, FileExistsError, FileNotFoundError, ValueError) as err:
+            sys.exit(f"augpipe convert: {err}")
+        print(f"wrote {r.path}: {r.written} samples, {r.nbytes / 1e6:.1f} MB in {r.seconds:.1f} s "
+              f"({r.written / max(r.seconds, 1e-9):,.0f} img/s, {r.nbytes / 1e6 / max(r.seconds, 1e-9):.0f} MB/s)"
+              + (f", skipped {len(r.skipped)}" if r.skipped else ""))
+        for name, reason in r.skipped:
+            print(f"  skipped {name}: {reason}")
+        return
     try:
         r = convert(a.source, a.out, a.image_format, a.max_resolution, a.quality, a.proportion, a.on_error, a.workers)
     except DecodeError as err:

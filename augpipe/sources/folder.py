@@ -81,6 +81,7 @@ class FolderSource(Source):
         self.labels.flags.writeable = False
 
     files = True
+    encoded = True
 
     def describe(self, index: int) -> str:
         return str(self._paths[index])
@@ -88,6 +89,11 @@ class FolderSource(Source):
     def path(self, index: int) -> str:
         """Sample `index`'s image file."""
         return str(self._paths[self._check_index(index)])
+
+    def read_into(self, index: int, out: memoryview) -> None:
+        """Reads sample `index`'s file into `out` (its `headers()` byte count)."""
+        with open(self._paths[index], "rb", buffering=0) as f:
+            f.readinto(out)
 
     def sizes(self) -> np.ndarray:
         """(N, 2) (height, width) from the file headers (no decoding),

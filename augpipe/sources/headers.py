@@ -69,6 +69,24 @@ def _pil(path: str) -> tuple[np.ndarray, int]:
         return np.zeros(3, np.int64), KIND_UNREADABLE
 
 
+def probe(data: bytes) -> tuple[int, int, int]:
+    """(height, width, kind) of an encoded image held in memory (a tar member), by PIL's header
+    parse, with the rules of a file scan: a 1- or 3-component JPEG is KIND_JPEG if it ends with the
+    end-of-image marker, else KIND_TRUNCATED; other images KIND_OTHER; anything else KIND_UNREADABLE."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            jpeg = im.format == "JPEG" and im.mode in ("RGB", "L")
+    except Exception:  # PIL raises UnidentifiedImageError, OSError, SyntaxError...
+        return 0, 0, KIND_UNREADABLE
+    kind = KIND_OTHER if not jpeg else KIND_JPEG if data[-2:] == b"\xff\xd9" else KIND_TRUNCATED
+    return h, w, kind
+
+
 def scan(paths, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(info (N, 3) int64 = height, width, bytes; kinds (N,) int8) of `paths`."""
     from tqdm import tqdm

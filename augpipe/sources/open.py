@@ -14,8 +14,9 @@ def open_source(source, on_error: str = "raise") -> Source:
 
     Args:
         source: A Source (returned as is); an (images, labels) pair; "fashion-mnist",
-            "fashion-mnist:train" or "fashion-mnist:test"; a path to an image folder; or a
-            .beton file (`augpipe convert`; read with FFCV).
+            "fashion-mnist:train" or "fashion-mnist:test"; a path to an image folder; a
+            .beton file (`augpipe convert`; read with FFCV); or a litdata dataset
+            ("litdata:DIR", or its directory; `augpipe convert --format litdata`).
         on_error: Passed to FolderSource.
 
     Raises:
@@ -29,6 +30,10 @@ def open_source(source, on_error: str = "raise") -> Source:
         return ArraySource(*source)
     if isinstance(source, str) and (source == "fashion-mnist" or source.startswith("fashion-mnist:")):
         return FashionMNIST(split=source.partition(":")[2] or "train")
+    if isinstance(source, str) and source.startswith("litdata:"):
+        from .litdata import LitdataSource  # litdata is imported only for litdata sources
+
+        return LitdataSource(source)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.exists():
@@ -37,6 +42,10 @@ def open_source(source, on_error: str = "raise") -> Source:
             from .beton import BetonSource  # FFCV is imported only for .beton sources
 
             return BetonSource(path)
+        if path.is_dir() and (path / "augpipe.json").is_file() and (path / "index.json").is_file():
+            from .litdata import LitdataSource
+
+            return LitdataSource(path)
         if not path.is_dir():
             raise ValueError(f"{path} is a file; expected a folder laid out as <root>/<class>/<image>")
         return FolderSource(path, on_error=on_error)
