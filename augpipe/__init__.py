@@ -39,13 +39,14 @@ from .sources import (
     DecodeError,
     FashionMNIST,
     FolderSource,
+    LitdataSource,
     Source,
     open_source,
 )
 
 __all__ = [
     "ArraySource", "AutoAugment", "BackendContext", "Batch", "CapFeedback", "CenterCrop", "Crop", "CutMix",
-    "DecodeError", "DifficultyTable", "FashionMNIST", "FolderSource", "FullImage", "Identity", "Knob", "Loader",
+    "DecodeError", "DifficultyTable", "FashionMNIST", "FolderSource", "FullImage", "Identity", "Knob", "LitdataSource", "Loader",
     "MAX_MAGNITUDE", "MixUp", "Mixing", "OPS", "OP_IDS", "Plan", "Policy", "RandAugment", "RandomCrop",
     "RandomErasing", "RandomGate", "RandomResizedCrop", "Request",
     "Source", "TeacherGate", "TrivialAugment", "__version__", "backends", "check_magnitude", "get_policy",

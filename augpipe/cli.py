@@ -116,8 +116,9 @@ def main(argv=None) -> None:
     b.add_argument("--magnitude", type=float, default=9.0)
     b.add_argument("--channels", type=int, choices=(1, 3), default=3)
     b.add_argument("--repeats", type=int, default=3, help="runs per row; the median is reported")
-    b.add_argument("--backend", choices=("torch", "ffcv", "dali", "all"), default="torch",
-                   help="add this backend's rows to torchvision's and augpipe-torch's")
+    b.add_argument("--backend", choices=("torch", "ffcv", "dali", "litdata", "all"), default="torch",
+                   help="add this backend's rows to torchvision's and augpipe-torch's (litdata: the litdata "
+                        "source, and torchvision through litdata's StreamingDataLoader)")
     b.add_argument("--data", choices=("32px", "224px"), default="32px",
                    help="32px: Fashion-MNIST 28->32 in memory; 224px: ImageNet-like JPEG folder")
     b.add_argument("--data-root", default=None, help="where the 224px JPEG set is built (default ~/.cache/augpipe)")

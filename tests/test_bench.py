@@ -43,3 +43,21 @@ def test_the_mixing_rows_deliver_mixed_float_batches_and_torchvisions_soft_targe
     assert batch.images.dtype.is_floating_point and batch.targets.shape == (128, 10) and (batch.lam < 1).any()
     result = bench._run_row("torch", "32px", "augpipe-torch RandAugment+RandomErasing+CutMix/MixUp", args)
     assert result["images"] == 512
+
+
+def test_litdata_rows_stream_the_same_dataset_through_augpipe_and_litdatas_own_loader(photo_folder, tmp_path,
+                                                                                     monkeypatch):
+    import pytest
+
+    pytest.importorskip("litdata")
+    from augpipe.sources.to_litdata import convert_litdata
+    from augpipe.tools.bench import litdata as rows
+
+    assert {"augpipe-torch on litdata RRC+flip+RandAugment", "torchvision on litdata StreamingDataLoader"} \
+        <= set(bench.rows_for("all", "224px"))
+    out = convert_litdata(photo_folder, tmp_path / "lit", progress=False).path
+    monkeypatch.setattr(rows, "dataset", lambda args, data: out)
+    args = {**ARGS, "batch": 4, "workers": 0}
+    for name, factory in rows.ROWS["224px"].items():
+        images, labels = next(iter(factory(args)))
+        assert images.shape == (4, 3, 224, 224) and labels.shape == (4,), name

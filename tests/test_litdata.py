@@ -324,3 +324,166 @@ def test_cli_converts_and_reports_throughput(photo_folder, tmp_path):
     r = subprocess.run([sys.executable, "-m", "augpipe", "convert", str(photo_folder), str(out), "--format", "litdata"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "exists" in r.stderr
+
+
+# ------------------------------------------------------------------ object storage (moto's S3 server)
+
+@pytest.fixture(scope="module")
+def s3_url(photo_ds):
+    """The photo dataset uploaded to a bucket of moto's standalone S3 server on localhost: litdata's real
+    client code (boto3 for the index, obstore for chunks) speaks S3 to it over http."""
+    pytest.importorskip("moto")
+    import socket
+    import time
+
+    import boto3
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        client = boto3.client("s3")
+        for _ in range(100):
+            try:
+                client.create_bucket(Bucket="augpipe-test")
+                break
+            except Exception:  # noqa: BLE001 - the server is still starting
+                time.sleep(0.1)
+        for f in photo_ds.iterdir():
+            client.upload_file(str(f), "augpipe-test", f"photos/{f.name}")
+        yield "s3://augpipe-test/photos"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def test_s3_dataset_streams_like_the_local_one(s3_url, photo_ds, tmp_path):
+    kw = dict(batch_size=4, size=32, seed=3, num_workers=2, rank=1, world_size=2)
+    remote = ap.Loader(ap.LitdataSource(s3_url, cache_dir=tmp_path / "node0"), **kw)
+    local = ap.Loader(photo_ds, **kw)
+    assert remote.dataset.fingerprint() == local.dataset.fingerprint()
+    pairs = list(zip(remote, local))
+    assert len(pairs) == len(local) == 3
+    for a, b in pairs:
+        assert torch.equal(a.index, b.index) and torch.equal(a.images, b.images)
+    assert list((tmp_path / "node0" / "chunks").rglob("index.json"))  # litdata's cache is the node's own
+    via_string = ap.Loader(f"litdata:{s3_url}", batch_size=4, size=32, num_workers=0)
+    assert via_string.dataset.remote and len(via_string.dataset) == 24
+
+
+def test_s3_missing_files_are_named(s3_url, tmp_path):
+    import boto3
+
+    with pytest.raises(OSError, match=r"cannot fetch s3://augpipe-test/nothing/augpipe.json"):
+        ap.LitdataSource("s3://augpipe-test/nothing", cache_dir=tmp_path / "a")
+    client = boto3.client("s3")
+    for f in ("index.json", "augpipe.json", *(f"augpipe-{t}.npy" for t in ("labels", "sizes", "kinds", "nbytes"))):
+        client.copy_object(Bucket="augpipe-test", Key=f"broken/{f}", CopySource={"Bucket": "augpipe-test",
+                                                                                 "Key": f"photos/{f}"})
+    src = ap.LitdataSource("s3://augpipe-test/broken", cache_dir=tmp_path / "b")  # no chunk was copied
+    with pytest.raises(OSError, match=r"s3://augpipe-test/broken\[0\].*chunk s3://augpipe-test/broken/chunk-0-0.bin"):
+        src.load(0)
+
+
+# ------------------------------------------------------------------ multi-node, for real on one machine
+
+def _torchrun(args: list[str], nnodes: int, nproc: int, port: int, out: Path, dataset: str, timeout=240):
+    """`torchrun --nnodes N --nproc-per-node P` launched once per node (--node-rank), rendezvous on localhost."""
+    script = str(Path(__file__).with_name("litdata_ranks.py"))
+    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    launches = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", f"--nnodes={nnodes}",
+                                  f"--nproc-per-node={nproc}", f"--node-rank={node}", "--master-addr=127.0.0.1",
+                                  f"--master-port={port}", script, dataset, str(out), *args],
+                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                for node in range(nnodes)]
+    logs = []
+    for p in launches:
+        try:
+            logs.append(p.communicate(timeout=timeout)[0])
+        except subprocess.TimeoutExpired:
+            for q in launches:
+                q.kill()
+            raise
+    return [p.returncode for p in launches], "\n".join(logs)
+
+
+def _steps(out: Path, world_size: int, below: int | None = None) -> dict[int, list[list[int]]]:
+    found = {}
+    for r in range(world_size):
+        files = sorted(out.glob(f"rank{r}-step*.json"), key=lambda f: int(f.stem.split("step")[1]))
+        found[r] = [json.loads(f.read_text()) for f in files
+                    if below is None or int(f.stem.split("step")[1]) < below]
+    return found
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_of_two_ranks_then_a_kill_and_a_restart_on_three(s3_url, photo_ds, tmp_path):
+    """torchrun, 2 nodes x 2 processes (gloo), each node with its own cache, reading the s3:// dataset:
+    every sample once per epoch over the 4 ranks, equal batch counts. Then rank 3 is killed at step 1;
+    the job restarts on 3 ranks from the last checkpoint: nothing consumed comes again, the rest of the
+    epoch's stream comes once."""
+    full = tmp_path / "full"
+    full.mkdir()
+    codes, log = _torchrun([], 2, 2, _free_port(), full, s3_url)
+    assert codes == [0, 0], log
+    steps = _steps(full, 4)
+    assert {len(s) for s in steps.values()} == {3}  # 24 samples / 4 ranks / batch 2
+    seen = [i for s in steps.values() for b in s for i in b]
+    assert sorted(seen) == list(range(24))
+    assert {json.loads((full / f"rank{r}-len.json").read_text())["len"] for r in range(4)} == {3}
+    assert (full / "cache-node0").is_dir() and (full / "cache-node1").is_dir()
+
+    killed, again = tmp_path / "killed", tmp_path / "again"
+    killed.mkdir(), again.mkdir()
+    codes, log = _torchrun(["--die-rank", "3", "--die-step", "1"], 2, 2, _free_port(), killed, s3_url)
+    assert codes != [0, 0], log
+    state = torch.load(killed / "state.pt", weights_only=True)
+    assert state["sample_in_epoch"] == 8 and state["world_size"] == 4  # the checkpoint after step 0
+    consumed = [i for s in _steps(killed, 4, below=1).values() for b in s for i in b]
+    codes, log = _torchrun(["--resume", str(killed / "state.pt")], 1, 3, _free_port(), again, s3_url)
+    assert codes == [0], log
+    resumed = [i for s in _steps(again, 3).values() for b in s for i in b]
+    assert not set(resumed) & set(consumed) and len(resumed) == len(set(resumed))
+    src = LitdataSource(photo_ds)
+    stream = lockstep([src.order(0, 11, True, r, 4, 2, True) for r in range(4)], 2)
+    assert sorted(consumed) == sorted(stream[:8].tolist())
+    assert sorted(resumed) == sorted(stream[8:20].tolist())  # 2 whole rounds of 3 ranks x 2; 4 left at the tail
+    assert {len(s) for s in _steps(again, 3).values()} == {2}
+
+
+def test_augpipe_train_streams_a_litdata_dataset_under_torchrun(photo_ds, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "augpipe",
+           "train", "--data", f"litdata:{photo_ds}", "--val-size", "0", "--model", "cnn", "--width", "0.25",
+           "--size", "32", "--batch-size", "4", "--epochs", "2", "--workers", "0", "--no-progress",
+           "--record-indices", "--out", str(out)]
+    r = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), cwd=tmp_path, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["world_size"] == 2
+    seen = [np.load(out / f"indices-rank{r}.npy") for r in (0, 1)]
+    src = LitdataSource(photo_ds)
+    for epoch in (0, 1):  # each rank's samples are litdata's for that rank, in litdata's order
+        for rank in (0, 1):
+            mine = seen[rank][seen[rank][:, 0] == epoch, 1]
+            assert mine.tolist() == src.order(epoch, 0, True, rank, 2, 4, True)[:len(mine)].tolist()
+            assert len(mine) == 12

@@ -47,8 +47,10 @@ def make_data(data: str, train_size: int | None = None, val_size: int = 0, seed:
     """Open `data` and split it.
 
     Args:
-        data: "fashion-mnist" (train split; test: fashion-mnist:test), or an
-            image folder: root/<class>/<image>, or root/train + root/test (or val).
+        data: "fashion-mnist" (train split; test: fashion-mnist:test), an
+            image folder: root/<class>/<image>, or root/train + root/test (or val),
+            or "litdata:DIR_OR_URL" (without train_size/val_size the whole dataset
+            trains in litdata's order; a subset of it is read sample by sample).
         train_size: training samples, a seeded subset (default: all left after val).
         val_size: samples held out of the training split for validation (seeded).
         seed: the split's seed.
@@ -60,6 +62,11 @@ def make_data(data: str, train_size: int | None = None, val_size: int = 0, seed:
     """
     if data == "fashion-mnist":
         full, test = FashionMNIST("train", channels=channels), FashionMNIST("test", channels=channels)
+    elif data.startswith("litdata:"):
+        full, test = open_source(data), None
+        if not val_size and not train_size:  # the whole dataset trains: it keeps streaming in litdata's order
+            return Data(train=full, val=None, test=None, num_classes=len(full.classes),
+                        in_channels=full.fixed_shape[0] if full.fixed_shape is not None else 3)
     elif Path(data).is_dir():
         root = Path(data)
         if (root / "train").is_dir():
@@ -69,8 +76,8 @@ def make_data(data: str, train_size: int | None = None, val_size: int = 0, seed:
         else:
             full, test = open_source(root), None
     else:
-        raise ValueError(f"unknown data {data!r}; choose one of {', '.join(DATASETS)}, or an image folder path "
-                         "(root/<class>/<image>, or root/train and root/test)")
+        raise ValueError(f"unknown data {data!r}; choose one of {', '.join(DATASETS)}, an image folder path "
+                         "(root/<class>/<image>, or root/train and root/test) or litdata:DIR_OR_URL")
     n = len(full)
     for name, value in (("train_size", train_size), ("val_size", val_size), ("test_size", test_size)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):

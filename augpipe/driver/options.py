@@ -58,7 +58,8 @@ def _method(text: str) -> str:
 def _data_args(p, inherit: bool, seed: bool = True) -> None:
     how = " (default: the source run's)" if inherit else ""
     p.add_argument("--data", default=None if inherit else "fashion-mnist",
-                   help="fashion-mnist, or an image folder (root/<class>/<image>, or root/train + root/test)" + how)
+                   help="fashion-mnist, an image folder (root/<class>/<image>, or root/train + root/test), or "
+                        "litdata:DIR_OR_URL (with --val-size 0 it streams in litdata's order)" + how)
     p.add_argument("--train-size", type=int, default=None, help="seeded training subset (default: all)" + how)
     p.add_argument("--val-size", type=int, default=None if inherit else 5000,
                    help="validation samples held out of the training split" + (how or " (default 5000)"))

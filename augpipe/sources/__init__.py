@@ -12,7 +12,8 @@
 from .array import FASHION_MNIST_CLASSES, FASHION_MNIST_ROOT, ArraySource, FashionMNIST
 from .base import DecodeError, Source
 from .folder import KIND_JPEG, KIND_OTHER, KIND_TRUNCATED, KIND_UNREADABLE, FolderSource
+from .litdata import LitdataSource
 from .open import open_source
 
 __all__ = ["ArraySource", "DecodeError", "FASHION_MNIST_CLASSES", "FASHION_MNIST_ROOT", "FashionMNIST",
-           "FolderSource", "KIND_JPEG", "KIND_OTHER", "KIND_TRUNCATED", "KIND_UNREADABLE", "Source", "open_source"]
+           "FolderSource", "KIND_JPEG", "LitdataSource", "KIND_OTHER", "KIND_TRUNCATED", "KIND_UNREADABLE", "Source", "open_source"]

@@ -25,9 +25,11 @@ minus what it consumed, striped over the new ranks.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -40,10 +42,41 @@ META = "augpipe.json"
 TABLES = ("labels", "sizes", "kinds", "nbytes")  # augpipe-<name>.npy
 ENCODINGS = ("file", "raw")  # encoded image files as they were / raw CHW uint8 pixels
 PREFIX = "litdata:"
+FETCH_WAIT_S = 600  # how long a rank waits for another rank of its node to fetch a side file
 
 
 def table_path(root: Path, name: str) -> Path:
     return root / f"augpipe-{name}.npy"
+
+
+def default_cache(url: str) -> Path:
+    base = Path(os.environ.get("AUGPIPE_CACHE", Path.home() / ".cache" / "augpipe"))
+    return base / "litdata" / hashlib.sha1(url.encode()).hexdigest()[:16]
+
+
+def _locked(path: str) -> bool:
+    """Whether another process holds the file lock at `path` (litdata's downloads take one per file)."""
+    from filelock import FileLock, Timeout
+
+    if not os.path.exists(path):
+        return False
+    try:
+        with FileLock(path, timeout=0):
+            return False
+    except Timeout:
+        return True
+
+
+def _allow_http(storage_options: dict) -> None:
+    """litdata fetches chunks with obstore, which refuses plain-http endpoints unless told (its
+    client options carry no allow_http): an S3-compatible server over http (MinIO, moto, a cluster's
+    own gateway) then fails on the first chunk. Allow http only when the endpoint is http."""
+    endpoint = (storage_options.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL_S3")
+                or os.environ.get("AWS_ENDPOINT_URL") or "")
+    if endpoint.startswith("http://"):
+        from litdata.streaming import downloader
+
+        downloader._OBSTORE_CLIENT_OPTIONS.setdefault("allow_http", "true")
 
 
 def _litdata():
@@ -64,12 +97,18 @@ class LitdataSource(Source):
     stored tables), `streaming` (`order(...)`: litdata decides the order).
 
     Args:
-        root: the dataset directory ("litdata:" prefix allowed).
+        location: the dataset directory, or its URL in object storage ("s3://bucket/prefix", and the
+            other schemes litdata reads); a "litdata:" prefix is allowed.
+        cache_dir: where litdata keeps the chunks it downloads and augpipe its side tables (remote
+            datasets; default $AUGPIPE_CACHE/litdata/<hash of the URL>). One per node.
+        storage_options: passed to litdata's client (e.g. {"endpoint_url": ...}); boto3's own
+            environment variables (AWS_ENDPOINT_URL, credentials) work as well.
 
     Raises:
         FileNotFoundError: no such directory, or no litdata index in it.
         ValueError: a directory that is not a finished augpipe litdata dataset
             (an interrupted conversion, another tool's dataset, a newer format).
+        OSError: a remote dataset whose augpipe files cannot be fetched (named).
     """
 
     streaming = True
@@ -79,17 +118,26 @@ class LitdataSource(Source):
         """Image files' bytes (the folder fast path decodes them); False for raw pixels."""
         return self.encoding == "file"
 
-    def __init__(self, root: str | os.PathLike):
-        root = str(root)
-        self.root = Path(root[len(PREFIX):] if root.startswith(PREFIX) else root)
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"litdata dataset {self.root} does not exist (or is not a directory)")
-        if not (self.root / "index.json").is_file():
-            raise FileNotFoundError(f"{self.root} holds no litdata index.json: not a litdata dataset "
-                                    f"(write one with `augpipe convert SRC {self.root} --format litdata`)")
+    def __init__(self, location: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
+                 storage_options: dict | None = None):
+        location = str(location)
+        location = location[len(PREFIX):] if location.startswith(PREFIX) else location
+        self.location, self.remote = location.rstrip("/"), "://" in location
+        self.storage_options = dict(storage_options or {})
+        if self.remote:
+            self.cache_dir = Path(cache_dir) if cache_dir else default_cache(self.location)
+            self.root = self.cache_dir / "augpipe"  # the side tables, fetched once
+            self._fetch_side_files()
+        else:
+            self.root, self.cache_dir = Path(location), Path(cache_dir) if cache_dir else None
+            if not self.root.is_dir():
+                raise FileNotFoundError(f"litdata dataset {self.root} does not exist (or is not a directory)")
+            if not (self.root / "index.json").is_file():
+                raise FileNotFoundError(f"{self.root} holds no litdata index.json: not a litdata dataset "
+                                        f"(write one with `augpipe convert SRC {self.root} --format litdata`)")
         meta_file = self.root / META
         if not meta_file.is_file():
-            raise ValueError(f"{self.root} has no {META}: an unfinished conversion, or a litdata dataset not "
+            raise ValueError(f"{self.location} has no {META}: an unfinished conversion, or a litdata dataset not "
                              f"written by `augpipe convert --format litdata`; convert it again")
         meta = json.loads(meta_file.read_text())
         if meta.get("format") != FORMAT or meta.get("version") != VERSION:
@@ -103,9 +151,39 @@ class LitdataSource(Source):
         self._open_tables()
         n = int(meta["count"])
         if any(len(t) != n for t in (self.labels, self._sizes, self._kinds, self._nbytes)):
-            raise ValueError(f"{self.root}: its tables do not all hold {n} samples; convert it again")
+            raise ValueError(f"{self.location}: its tables do not all hold {n} samples; convert it again")
         self._dataset = None
         self._lock = threading.Lock()
+
+    def _fetch_side_files(self) -> None:
+        """augpipe.json and the tables, through litdata's downloader (its client, retries and options)."""
+        _litdata()
+        from litdata.streaming.downloader import get_downloader
+
+        _allow_http(self.storage_options)
+        self.root.mkdir(parents=True, exist_ok=True)
+        downloader = get_downloader(self.location, str(self.cache_dir), [], self.storage_options)
+        for name in (META, "index.json", *(table_path(Path(""), t).name for t in TABLES)):
+            local = self.root / name
+            if local.is_file():
+                continue
+            deadline = time.monotonic() + FETCH_WAIT_S
+            while not local.is_file():
+                try:  # returns at once without the file while another process of the node holds its lock
+                    downloader.download_file(f"{self.location}/{name}", str(local))
+                except Exception as err:  # boto3 / obstore errors: name what could not be fetched
+                    raise OSError(f"cannot fetch {self.location}/{name} ({type(err).__name__}: {err}); "
+                                  + ("an unfinished conversion or not an augpipe litdata dataset?" if name == META
+                                     else "the dataset is incomplete")) from err
+                if not local.is_file():
+                    if not _locked(f"{local}.lock") and not local.is_file():  # nobody fetches it: nothing there
+                        raise OSError(f"cannot fetch {self.location}/{name}: no such object"
+                                      + ("; an unfinished conversion or not an augpipe litdata dataset?"
+                                         if name == META else "; the dataset is incomplete"))
+                    if time.monotonic() > deadline:
+                        raise OSError(f"cannot fetch {self.location}/{name}: another process has held its "
+                                      f"download lock in {self.root} for {FETCH_WAIT_S} s")
+                    time.sleep(0.05)
 
     def _open_tables(self) -> None:
         # memory-mapped: nothing is read until used, and forked workers share the pages
@@ -114,10 +192,10 @@ class LitdataSource(Source):
         self._kinds, self._nbytes = tables["kinds"], tables["nbytes"]
 
     def __getstate__(self):  # to worker processes: reopen, don't pickle the tables or litdata's reader
-        return {"root": self.root}
+        return {"location": self.location, "cache_dir": self.cache_dir, "storage_options": self.storage_options}
 
     def __setstate__(self, state):
-        self.__init__(state["root"])
+        self.__init__(**state)
 
     # ------------------------------------------------------------ Source
     @property
@@ -143,18 +221,37 @@ class LitdataSource(Source):
     def dataset(self):
         """litdata's StreamingDataset over the directory (opened once per process)."""
         if self._dataset is None:
-            self._dataset = _litdata().StreamingDataset(str(self.root), shuffle=False)
+            self._dataset = self._streaming(shuffle=False)
         return self._dataset
+
+    def _streaming(self, **kwargs):
+        _allow_http(self.storage_options)
+        cache = str(self.cache_dir / "chunks") if self.cache_dir is not None else None
+        return _litdata().StreamingDataset(self.location, cache_dir=cache,
+                                           storage_options=self.storage_options or None, **kwargs)
 
     def item(self, index: int) -> dict:
         index = self._check_index(index)
         with self._lock:  # litdata's reader is not documented as thread-safe; the copy out is cheap
-            item = self.dataset()[index]
+            try:
+                item = self.dataset()[index]
+            except Exception as err:  # a chunk that failed to download (after litdata's retries) or is corrupt
+                raise OSError(f"{self.describe(index)}: litdata could not read it from chunk "
+                              f"{self.chunk_of(index)} ({type(err).__name__}: {err})") from err
             item = dict(item, image=bytes(item["image"]), key=bytes(item["key"]).decode())
         if int(item["index"]) != index:
             raise ValueError(f"{self.describe(index)}: litdata returned the sample stored as index "
                              f"{item['index']}; the dataset's chunks and index.json do not match")
         return item
+
+    def chunk_of(self, index: int) -> str:
+        """The chunk file holding sample `index` (its URL for a remote dataset)."""
+        if getattr(self, "_chunk_ends", None) is None:
+            chunks = json.loads((self.root / "index.json").read_text())["chunks"]
+            self._chunk_names = [c["filename"] for c in chunks]
+            self._chunk_ends = np.cumsum([c["chunk_size"] for c in chunks])
+        name = self._chunk_names[int(np.searchsorted(self._chunk_ends, index, side="right"))]
+        return f"{self.location}/{name}"
 
     def read_into(self, index: int, out: memoryview) -> None:
         """Copies sample `index`'s encoded bytes into `out` (exactly `headers()[2][index]` bytes)."""
@@ -178,7 +275,7 @@ class LitdataSource(Source):
             raise DecodeError(self.describe(index), str(err)) from err
 
     def describe(self, index: int) -> str:
-        return f"{PREFIX}{self.root}[{index}]"
+        return f"{PREFIX}{self.location}[{index}]"
 
     def path(self, index: int) -> str:
         return self.describe(index)
@@ -207,7 +304,7 @@ class LitdataSource(Source):
         key = (seed, shuffle, drop_last)
         cached = getattr(self, "_orderer", None)
         if cached is None or cached[0] != key:
-            ds = _litdata().StreamingDataset(str(self.root), shuffle=shuffle, seed=seed, drop_last=drop_last)
+            ds = self._streaming(shuffle=shuffle, seed=seed, drop_last=drop_last)
             self._orderer = cached = (key, ds)
         return cached[1]
 

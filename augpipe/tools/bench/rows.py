@@ -1,6 +1,6 @@
 """Which rows a bench run has: torchvision's and augpipe-torch's always; a
 backend's own rows are the `ROWS` of the module named after it in this
-package (`dali`, `ffcv`), so adding a backend's rows is one new file."""
+package (`dali`, `ffcv`, and `litdata` for the litdata source), so adding a backend's rows is one new file."""
 from __future__ import annotations
 
 import importlib
@@ -34,7 +34,7 @@ def rows_for(backend: str, data: str, mix: bool = False) -> dict:
 
         return rows(backend)[data]
     rows = dict(ROWS[data])
-    for name in (("ffcv", "dali") if backend == "all" else (backend,)):
+    for name in (("ffcv", "dali", "litdata") if backend == "all" else (backend,)):
         if name != "torch":
             module = importlib.import_module(f"{__package__}.{name}")
             rows.update(module.ROWS[data])
