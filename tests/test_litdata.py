@@ -487,3 +487,16 @@ def test_augpipe_train_streams_a_litdata_dataset_under_torchrun(photo_ds, tmp_pa
             mine = seen[rank][seen[rank][:, 0] == epoch, 1]
             assert mine.tolist() == src.order(epoch, 0, True, rank, 2, 4, True)[:len(mine)].tolist()
             assert len(mine) == 12
+
+
+def test_a_cut_short_chunk_is_named(photo_ds, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(photo_ds, copy)
+    chunk = copy / "chunk-0-0.bin"
+    chunk.write_bytes(chunk.read_bytes()[:1000])
+    src = LitdataSource(copy)
+    with pytest.raises(OSError, match=r"\[0\]: litdata could not read it from chunk .*chunk-0-0.bin"):
+        src.load(0)
+    assert torch.equal(src.load(23), LitdataSource(photo_ds).load(23))  # another chunk still reads
