@@ -500,3 +500,32 @@ def test_a_cut_short_chunk_is_named(photo_ds, tmp_path):
     with pytest.raises(OSError, match=r"\[0\]: litdata could not read it from chunk .*chunk-0-0.bin"):
         src.load(0)
     assert torch.equal(src.load(23), LitdataSource(photo_ds).load(23))  # another chunk still reads
+
+
+def test_the_teacher_gate_and_caps_act_on_litdata_as_on_the_arrays(tmp_path):
+    """One epoch of fallback gating with cap feedback: per sample, the same gating, magnitude, pixels
+    and final cap as over the same arrays (the orders differ: litdata's and augpipe's)."""
+    from test_gate import POLICY, SIDE, ShiftTeacher, scripted_data
+
+    data = scripted_data(seed=1)
+    convert_litdata(data[:2], tmp_path / "scripted", chunk_bytes=4096, progress=False)
+
+    def run(source):
+        gate = ap.TeacherGate(ShiftTeacher(), threshold=0.2, action="fallback", fallback="half", mean=0, std=1,
+                              feedback=ap.CapFeedback(down=2, up=0.5))
+        loader = ap.Loader(source, batch_size=64, num_workers=0, seed=0, policy=POLICY, magnitude=30,
+                           crop=ap.FullImage(SIDE), gate=gate)
+        loader.set_caps(data[2])
+        per_sample = {}
+        for b in loader:
+            for k, i in enumerate(b.index.tolist()):
+                per_sample[i] = (bool(b.gated[k]), float(b.magnitude[k]), b.images[k])
+        return per_sample, loader.caps.copy(), gate.state_dict()
+
+    ref, ref_caps, ref_state = run(data[:2])
+    mine, caps, state = run(LitdataSource(tmp_path / "scripted"))
+    assert 0 < ref_state["gated"] and state["gated"] == ref_state["gated"]
+    assert ref.keys() == mine.keys()
+    for i, (gated, magnitude, image) in ref.items():
+        assert mine[i][:2] == (gated, magnitude) and torch.equal(mine[i][2], image), i
+    np.testing.assert_array_equal(caps, ref_caps)
