@@ -87,6 +87,10 @@ class Loader:
             Both are planned per sample like the ops (augpipe/core/mixing.py)
             and applied after the backend, so every backend gives the same
             batches; see docs/mixing.md.
+        cap_store: how per-sample caps are kept: "float" (4 bytes per sample,
+            exact), "byte" (1 byte per sample, each cap rounded down to a
+            multiple of 1/8: 1 GB per process at 10^9 samples) or "auto"
+            (bytes above 2^24 samples). The FFCV backend needs "float".
 
     The knob: each batch's magnitude is taken when the batch is dispatched to
     a worker, thread or pipeline: `loader.magnitude = 5.0` reaches every batch
@@ -102,7 +106,7 @@ class Loader:
                  mean=None, std=None, num_workers: int = 2, on_error: str = "raise",
                  rank: int | None = None, world_size: int | None = None, prefetch_factor: int = 2,
                  backend_options: dict | None = None, gate=None, mix: Mixing | None = None,
-                 erase: RandomErasing | None = None):
+                 erase: RandomErasing | None = None, cap_store: str = "auto"):
         batch_size = check_int("batch_size", batch_size, 1)
         if backend not in backends.names():
             raise ValueError(f"unknown backend {backend!r}; choose one of {backends.names()}")
@@ -142,7 +146,11 @@ class Loader:
         self.prefetch_factor = prefetch_factor
         self.on_error = on_error
         self.rank, self.world_size = _shard_of(rank, world_size)
-        self.knob = Knob(magnitude, len(self.dataset))
+        if backend == "auto":
+            backend = "ffcv" if self.dataset.beton is not None else "torch"
+        if cap_store == "auto" and backend == "ffcv":
+            cap_store = "float"  # FFCV's compiled stage reads float32 caps
+        self.knob = Knob(magnitude, len(self.dataset), cap_store)
         self.errors: list[tuple[str, str]] = list(getattr(self.dataset, "skipped", []))
         self.num_classes = len(self.dataset.classes)
         channels = self.dataset.channels
@@ -154,8 +162,6 @@ class Loader:
         self._elastic = None  # an epoch resumed on another world size (streaming sources): see load_state_dict
         self._orders: dict = {}  # streaming sources: the last epochs' orders (litdata computes them)
         self.backend_options = dict(backend_options or {})
-        if backend == "auto":
-            backend = "ffcv" if self.dataset.beton is not None else "torch"
         self.backend = backend
         self.context = BackendContext(
             source=self.dataset, policy=(self.policy if self.train else Identity()).lower(), crop=self.crop,
@@ -193,8 +199,9 @@ class Loader:
         return self._backend.lag
 
     @property
-    def caps(self) -> np.ndarray:
-        """Per-sample magnitude caps (shared, float32, len(dataset))."""
+    def caps(self):
+        """Per-sample magnitude caps (shared, len(dataset)): a float32 array, or with
+        cap_store="byte" a view reading and writing them as float32 (augpipe.core.knob.ByteCaps)."""
         return self.knob.caps
 
     def set_caps(self, caps, indices=None) -> None:
@@ -375,7 +382,7 @@ class Loader:
         plain Python values only, so checkpoints holding it (Lightning's among
         them) load under torch.load(weights_only=True)."""
         state = {"epoch": self.epoch, "step": self._step, "seed": self.seed, "magnitude": float(self.magnitude),
-                 "caps": torch.from_numpy(self.caps.copy()), "world_size": self.world_size, "rank": self.rank,
+                 "caps": torch.from_numpy(self.knob.raw_caps.copy()), "world_size": self.world_size, "rank": self.rank,
                  "num_samples": len(self.dataset), "batch_size": self.batch_size}
         # where the epoch stands globally, so that a streaming source resumes on another world size
         e = self._elastic if self._elastic is not None and self._elastic["epoch"] == self.epoch else None
@@ -392,6 +399,11 @@ class Loader:
     def load_state_dict(self, state: dict) -> None:
         """Resume from `state_dict()`: the next iteration continues mid-epoch.
 
+        `state` may also be the list of every rank's state (what a trainer
+        gathers): each rank then takes its own, with the caps of all ranks
+        merged (per sample the lowest: a rank writes caps only for the
+        samples it saw), so caps survive a resume on another world size.
+
         A streaming (litdata) source with drop_last also resumes on another
         world size: the rest of the epoch is the global stream the saved job
         was consuming, minus what it consumed, dealt to the new ranks in whole
@@ -404,8 +416,11 @@ class Loader:
                 or was saved by a loader over other data, batch size, world
                 size (other than a streaming source's) or seed.
         """
+        if isinstance(state, (list, tuple)) and state and all(isinstance(s, dict) for s in state):
+            state = merge_states(state, self.rank, self.world_size)
         if not isinstance(state, dict):
-            raise TypeError(f"load_state_dict takes the dict from Loader.state_dict(), got {type(state).__name__}")
+            raise TypeError(f"load_state_dict takes the dict from Loader.state_dict() (or every rank's, as a list), "
+                            f"got {type(state).__name__}")
         missing = [k for k in STATE_KEYS if k not in state]
         if missing:
             raise ValueError(f"not a Loader state dict: missing {', '.join(missing)} (Loader.state_dict() holds "
@@ -436,7 +451,7 @@ class Loader:
         self._resume = self._step
         self.knob.value = state["magnitude"]
         caps = state["caps"]
-        self.knob.set_caps(caps.numpy() if isinstance(caps, torch.Tensor) else caps)
+        self.knob.load_raw_caps(caps.numpy() if isinstance(caps, torch.Tensor) else caps)
         if "gate" in state and self._gate is not None and hasattr(self._gate, "load_state_dict"):
             self._gate.load_state_dict(state["gate"])
 
@@ -454,6 +469,22 @@ class Loader:
         return (f"Loader({type(self.dataset).__name__} of {len(self.dataset)}, "
                 f"batch_size={self.batch_size}, policy={self.policy!r}, magnitude={self.magnitude:g}, "
                 f"backend={self.backend!r}, size={self.crop.size}, train={self.train})")
+
+
+def merge_states(states: list[dict], rank: int, world_size: int) -> dict:
+    """One rank's state from every rank's: its own (or rank 0's when the world size changed; the
+    position is the same on every rank), with per-sample caps the minimum over all ranks."""
+    from .core.knob import BYTE_STEPS
+
+    own = states[rank] if len(states) == world_size else states[0]
+    merged = dict(own)
+    if all("caps" in s for s in states):
+        def as_float(caps):
+            caps = caps.numpy() if isinstance(caps, torch.Tensor) else np.asarray(caps)
+            return caps.astype(np.float32) / BYTE_STEPS if caps.dtype == np.uint8 else caps.astype(np.float32)
+
+        merged["caps"] = torch.from_numpy(np.minimum.reduce([as_float(s["caps"]) for s in states]))
+    return merged
 
 
 def per_channel(values, default, channels: int, name: str) -> tuple[float, ...]:

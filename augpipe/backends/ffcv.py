@@ -370,6 +370,9 @@ class FfcvBackend:
         unknown = set(opts) - OPTIONS
         if unknown:
             raise ValueError(f"unknown FFCV backend options {sorted(unknown)}; known: {sorted(OPTIONS)}")
+        if ctx.knob.cap_store != "float":
+            raise ValueError("the FFCV backend reads per-sample caps as float32 inside its compiled stage: "
+                             "pass cap_store='float' (4 bytes per sample), or use the torch backend")
         self.ctx = ctx
         self.path = ensure_beton(ctx.source, opts)
         beton = ctx.source if ctx.source.beton is not None else BetonSource(self.path)

@@ -166,12 +166,11 @@ def plan_sample(seed, epoch, index, height, width, knob, cap, crop,
 def plan_batch(seed, epoch, indices, heights, widths, knobs, caps, crop,
                kind, pool, num_ops, draw_magnitude, sub_ops, sub_probs, sub_mags, signed, limits,
                boxes, flips, ops, mags, used):
-    """Plan a batch into preallocated arrays. `knobs` holds one magnitude per
-    sample; `caps` is the whole per-dataset cap array (indexed by dataset
-    index), or empty for no caps."""
+    """Plan a batch into preallocated arrays. `knobs` and `caps` hold one
+    magnitude and one cap per sample of the batch (`caps` empty: no caps)."""
     for i in range(indices.shape[0]):
         idx = indices[i]
-        cap = caps[idx] if caps.shape[0] > 0 else MAX_MAGNITUDE
+        cap = caps[i] if caps.shape[0] > 0 else MAX_MAGNITUDE
         f, u = plan_sample(seed, epoch, idx, heights[i], widths[i], knobs[i], cap, crop,
                            kind, pool, num_ops, draw_magnitude, sub_ops, sub_probs, sub_mags, signed, limits,
                            boxes[i], ops[i], mags[i])
@@ -236,7 +235,8 @@ def make_plan(seed: int, epoch: int, indices, heights, widths, knob, caps: np.nd
         indices: dataset indices of the batch.
         heights, widths: source image sizes, per sample (or scalars).
         knob: magnitude in [0, 30], global (a scalar) or per sample.
-        caps: per-dataset cap array (float32, len = dataset size), or None.
+        caps: the per-dataset caps (a float32 array of len = dataset size, or
+            the byte store's `ByteCaps`), or None; the batch's are read here.
         crop, policy: the base transform and the lowered policy.
     """
     indices = np.ascontiguousarray(indices, dtype=np.int64)
@@ -244,7 +244,7 @@ def make_plan(seed: int, epoch: int, indices, heights, widths, knob, caps: np.nd
     heights = np.broadcast_to(np.asarray(heights, dtype=np.int64), (n,)).copy()
     widths = np.broadcast_to(np.asarray(widths, dtype=np.int64), (n,)).copy()
     knobs = np.broadcast_to(np.asarray(knob, dtype=np.float64), (n,)).copy()
-    caps = np.empty(0, np.float32) if caps is None else caps
+    caps = np.empty(0, np.float32) if caps is None else np.ascontiguousarray(caps[indices], dtype=np.float32)
     boxes = np.empty((n, 4), np.int32)
     flips = np.empty(n, np.bool_)
     ops = np.empty((n, policy.num_ops), np.int8)

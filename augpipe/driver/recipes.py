@@ -84,7 +84,7 @@ def iterative_prune(model: nn.Module, loader, *, target_sparsity: float, rounds:
         state = checkpoint.load(done[-1])
         checkpoint.load_model(model, state["model"], state["arch"], done[-1])
         records, dense = state["records"], state["dense_params"]
-        loader.load_state_dict(state["loader"][distributed.rank()])
+        loader.load_state_dict(state["loader"])  # every rank's: caps merged
     else:
         dense = count_params(model)
         records = [_record(0, 0.0, model, example_input, _magnitude(magnitude, model, 0.0), val_loader, {})]

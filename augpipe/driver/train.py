@@ -158,7 +158,7 @@ def train(model: nn.Module, loader, epochs: int, *, optimizer="sgd", lr: float =
         history = History(state["history"], state.get("wall_s", 0.0))  # runs saved before wall_s: 0
         start, base = state["epoch"], state["base_epoch"]
         if hasattr(loader, "load_state_dict"):
-            loader.load_state_dict(state["loader"][distributed.rank()])
+            loader.load_state_dict(state["loader"])  # every rank's: caps merged
         torch.set_rng_state(state["torch_rng"])
     net = distributed.wrap(model, device)
     set_magnitude = _magnitude_setter(loader, magnitude, model, base)
