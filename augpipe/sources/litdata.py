@@ -227,8 +227,21 @@ class LitdataSource(Source):
     def _streaming(self, **kwargs):
         _allow_http(self.storage_options)
         cache = str(self.cache_dir / "chunks") if self.cache_dir is not None else None
-        return _litdata().StreamingDataset(self.location, cache_dir=cache,
-                                           storage_options=self.storage_options or None, **kwargs)
+
+        def make():
+            return _litdata().StreamingDataset(self.location, cache_dir=cache,
+                                               storage_options=self.storage_options or None, **kwargs)
+
+        if not self.remote:
+            return make()
+        # litdata fetches index.json into the shared cache under a file lock it waits 1 s for, then goes
+        # on without the file ("doesn't contain any index.json") when another process of the node holds
+        # it longer (seen with 3 ranks on 2 busy cores): open one process at a time per cache.
+        from filelock import FileLock
+
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.cache_dir / "augpipe-open.lock"), timeout=FETCH_WAIT_S):
+            return make()
 
     def item(self, index: int) -> dict:
         index = self._check_index(index)
