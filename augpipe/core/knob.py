@@ -89,12 +89,9 @@ class Knob:
         Raises:
             ValueError: a cap is NaN or outside [0, 30], or the lengths differ.
         """
-        values = np.asarray(caps, dtype=np.float32)
-        if np.isnan(values).any() or (values < 0).any() or (values > MAX_MAGNITUDE).any():
-            bad = values[np.isnan(values) | (values < 0) | (values > MAX_MAGNITUDE)][:5]
-            raise ValueError(f"caps must be in [0, {MAX_MAGNITUDE:g}], got e.g. {bad.tolist()}")
+        values = _checked(caps)
         if self.cap_store == "byte":
-            values = np.floor(values * BYTE_STEPS + 1e-3).astype(np.uint8)  # down to its step (float noise kept)
+            values = _to_bytes(values)
         view = self._caps.numpy()
         if indices is None:
             if values.ndim > 0 and values.shape != view.shape:
@@ -140,10 +137,7 @@ class ByteCaps:
         return self.raw[idx].astype(np.float32) / BYTE_STEPS
 
     def __setitem__(self, idx, values) -> None:
-        values = np.asarray(values, dtype=np.float32)
-        if np.isnan(values).any() or (values < 0).any() or (values > MAX_MAGNITUDE).any():
-            raise ValueError(f"caps must be in [0, {MAX_MAGNITUDE:g}]")
-        self.raw[idx] = np.floor(values * BYTE_STEPS + 1e-3).astype(np.uint8)
+        self.raw[idx] = _to_bytes(_checked(values))
 
     def copy(self) -> np.ndarray:
         return self[:]
@@ -151,3 +145,15 @@ class ByteCaps:
     def __array__(self, dtype=None, copy=None):
         out = self[:]
         return out if dtype is None else out.astype(dtype)
+
+
+def _checked(caps) -> np.ndarray:
+    values = np.asarray(caps, dtype=np.float32)
+    if np.isnan(values).any() or (values < 0).any() or (values > MAX_MAGNITUDE).any():
+        bad = values[np.isnan(values) | (values < 0) | (values > MAX_MAGNITUDE)].reshape(-1)[:5]
+        raise ValueError(f"caps must be in [0, {MAX_MAGNITUDE:g}], got e.g. {bad.tolist()}")
+    return values
+
+
+def _to_bytes(values: np.ndarray) -> np.ndarray:
+    return np.floor(values * BYTE_STEPS + 1e-3).astype(np.uint8)  # down to its 1/8 step (float noise kept)

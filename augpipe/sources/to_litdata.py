@@ -91,13 +91,13 @@ def convert_litdata(source, out, on_error: str = "raise", overwrite: bool = Fals
         from .webdataset import shard_paths
 
         paths = shard_paths(source)
-        samples, total, channels, encoding = _from_shards(paths), None, 3, "file"
+        samples, total, channels, encoding, classes = _from_shards(paths), None, 3, "file", None
         described = f"WebDataset shards {paths[0]} .. {paths[-1]} ({len(paths)})"
     else:
         from .open import open_source
 
         src = open_source(source, on_error=on_error)
-        samples, total, channels = _from_source(src), len(src), src.channels
+        samples, total, channels, classes = _from_source(src), len(src), src.channels, src.classes
         encoding = "file" if src.files else "raw"
         described = f"{type(src).__name__} {source}"
     skipped: list[tuple[str, str]] = []
@@ -106,8 +106,7 @@ def convert_litdata(source, out, on_error: str = "raise", overwrite: bool = Fals
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         written = _write(tmp, samples, total, on_error, skipped, chunk_bytes, progress)
-        written["classes"] = getattr(src, "classes", None) if total is not None else None
-        _finish(tmp, written, channels, encoding, described, skipped)
+        _finish(tmp, written, classes, channels, encoding, described, skipped)
         if out.exists():  # overwrite: the old dataset goes only now that the new one is complete
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             os.replace(out, old)
@@ -217,8 +216,9 @@ def _write(tmp: Path, samples, total, on_error: str, skipped: list, chunk_bytes,
             "size": tables["sizes"][0].tolist() if uniform else None}
 
 
-def _finish(tmp: Path, written: dict, channels: int, encoding: str, described: str, skipped: list) -> None:
-    classes = written.pop("classes") or [str(c) for c in range(written["max_label"] + 1)]
+def _finish(tmp: Path, written: dict, classes, channels: int, encoding: str, described: str,
+            skipped: list) -> None:
+    classes = classes or [str(c) for c in range(written["max_label"] + 1)]  # tar shards: the labels' names
     meta = {"format": FORMAT, "version": VERSION, "count": written["count"], "classes": list(classes),
             "channels": channels, "encoding": encoding, "fingerprint": written["fingerprint"],
             # arrays and uniform .betons keep their fixed shape (the Loader's CIFAR-style default crop)
