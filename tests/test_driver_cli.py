@@ -88,6 +88,18 @@ def test_prune_with_a_fitted_schedule_from_a_sweep(trained, tmp_path, capsys):
     assert (out / "plot.png").is_file() and (out / "checkpoints" / "round-02.pt").is_file()
 
 
+def test_prune_keeps_the_source_runs_split(tmp_path):
+    """A run whose split seed is not its seed: pruning it evaluates on the same validation images (its round 0
+    is the source model on the source's validation split), not on a split redrawn from --seed."""
+    src, out = tmp_path / "src", tmp_path / "pruned"
+    main(["train", *TINY, "--val-size", "256", "--epochs", "1", "--seed", "1", "--split-seed", "7", "--out", str(src)])
+    main(["prune", "--from", str(src), "--target", "0.3", "--rounds", "1", "--finetune-epochs", "1", "--workers", "0",
+          "--no-progress", "--out", str(out)])
+    source, report = (json.loads((p / "report.json").read_text()) for p in (src, out))
+    assert report["config"]["split_seed"] == 7 and report["config"]["seed"] == 1
+    assert report["rounds"][0]["accuracy"] == source["val"]["accuracy"]
+
+
 def test_channel_prune_cli_default_capacity_schedule(trained, tmp_path):
     out = tmp_path / "c"
     main(["prune", "--from", str(trained), "--target", "0.5", "--rounds", "1", "--finetune-epochs", "1",

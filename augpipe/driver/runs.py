@@ -230,7 +230,8 @@ def run_prune(cfg: dict, command: str) -> dict:
     model, source_cfg, source = load_run_model(cfg["from"], cfg.get("model"), cfg.get("width"),
                                                trust=cfg.get("trust_checkpoint", False))
     cfg["model"], cfg["width"] = cfg.get("model") or source_cfg["model"], cfg.get("width") or source_cfg["width"]
-    for key in ("data", "train_size", "val_size", "test_size", "seed", "batch_size", "channels", "size", "policy"):
+    for key in ("data", "train_size", "val_size", "test_size", "split_seed", "seed", "batch_size", "channels", "size",
+                "policy"):
         if cfg.get(key) is None:
             cfg[key] = source_cfg.get(key)
     magnitude_arg = cfg["magnitude"]

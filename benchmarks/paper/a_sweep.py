@@ -64,13 +64,21 @@ def runs_for(reg: str) -> list[tuple[Path, list[str]]]:
     return out
 
 
+def dense_models(reg: str) -> set[Path]:
+    """The largest size's RandAugment cells, whose weights experiment 2 prunes (B1 starts from M=0 and
+    M=10; A-prune from the best M when it is one of the swept magnitudes): kept in the records."""
+    w = WIDTHS[reg][-1]
+    return {cell(reg, w, f"m{m}", s) for m in MAGNITUDES for s in seeds(w)}
+
+
 def experiment() -> bool:
     reg = regime()
     if reg is None:
         print("A: the pilot's go rule has chosen no regime (yet): A is not run", flush=True)
         return False
     # cheapest widths first, so the primary contrast's smallest arm is in early
-    run.execute(sorted(runs_for(reg), key=lambda r: float(r[1][r[1].index("--width") + 1])), pilot.RECORDS)
+    run.execute(sorted(runs_for(reg), key=lambda r: float(r[1][r[1].index("--width") + 1])), pilot.RECORDS,
+                keep_model=dense_models(reg))
     summarise()
     return True
 

@@ -143,15 +143,19 @@ def read_report(out: Path, records: Path | None = None) -> dict | None:
     return None
 
 
-def execute(runs: list[tuple[Path, list[str]]], records: Path | None = None, keep_model: bool = False) -> None:
+def execute(runs: list[tuple[Path, list[str]]], records: Path | None = None, keep_model=False) -> None:
     """Run `augpipe <argv>` for every (out, argv) not finished yet, JOBS at a time.
 
     With `records` (a directory in the repository), each finished run's report.json, and its model.pt
-    with `keep_model` (teachers, models later runs start from), is copied to records/<path under RUNS>;
+    with `keep_model` (True for every run, or a set of run directories: teachers, models later runs
+    start from), is copied to records/<path under RUNS>;
     a run with a record counts as finished and its files are restored from it, so results survive the
     machine they ran on once committed."""
+    def keep(out: Path) -> bool:
+        return keep_model is True or (not isinstance(keep_model, bool) and out in keep_model)
+
     for out, _ in runs:
-        restore(records, out, keep_model)
+        restore(records, out, keep(out))
     todo = [(out, argv) for out, argv in runs if not (out / "report.json").is_file()]
     print(f"{len(runs)} runs, {len(runs) - len(todo)} done, {len(todo)} to run", flush=True)
 
@@ -166,7 +170,7 @@ def execute(runs: list[tuple[Path, list[str]]], records: Path | None = None, kee
             log.flush()
             rc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=ENV, cwd=ROOT).returncode
         if rc == 0:
-            _keep(records, out, keep_model)
+            _keep(records, out, keep(out))
         print(f"  {'ok ' if rc == 0 else 'FAILED'} {out.relative_to(RUNS)} ({time.perf_counter() - start:.0f} s)",
               flush=True)
         return rc
