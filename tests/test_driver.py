@@ -249,6 +249,9 @@ def test_iterative_prune_sets_the_schedule_magnitude_each_round(fmnist_train, tm
     again = D.iterative_prune(small_cnn(seed=3), make_loader(fmnist_train, n=256), target_sparsity=0.6, rounds=3,
                               finetune_epochs=1, magnitude=schedule, checkpoint_dir=tmp_path, progress=False)
     assert [r["magnitude"] for r in again] == [r["magnitude"] for r in rounds]
+    walls = [r["wall_s_total"] for r in rounds[1:]]
+    assert walls == sorted(walls) and walls[0] > 0
+    assert again[-1]["wall_s_total"] > walls[-2]  # the first process's time is carried over, not restarted
 
 
 def test_iterative_prune_magnitude_as_function_of_sparsity(fmnist_train):

@@ -98,6 +98,12 @@ def test_prune_keeps_the_source_runs_split(tmp_path):
     source, report = (json.loads((p / "report.json").read_text()) for p in (src, out))
     assert report["config"]["split_seed"] == 7 and report["config"]["seed"] == 1
     assert report["rounds"][0]["accuracy"] == source["val"]["accuracy"]
+    # recorded as a training run is (PLAN.md's per-run fields): the final model's val, train_clean, gap, wall time
+    assert report["val"]["accuracy"] == report["rounds"][-1]["accuracy"] and report["val"]["samples"] == 256
+    assert report["train_clean"]["samples"] == 512  # the training subset (--train-size)
+    assert report["train_val_gap"] == report["train_clean"]["accuracy"] - report["val"]["accuracy"]
+    assert report["wall_s_total"] == pytest.approx(report["wall_s"], abs=0.01)  # one process: its own time
+    assert report["wall_s"] > 0 and report["cpu"] and report["params"] > 0
 
 
 def test_channel_prune_cli_default_capacity_schedule(trained, tmp_path):

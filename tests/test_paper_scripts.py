@@ -58,3 +58,59 @@ def test_recheck_reruns_a_recorded_command_bit_identically_and_catches_a_changed
     changed = _run([str(PAPER / "recheck.py"), str(cell), "--out", str(tmp_path)], tiny_sweep, check=False)
     assert changed.returncode == 1
     assert "| **no** |" in (tmp_path / "recheck.md").read_text()
+
+
+def test_experiment_2_commands_follow_the_plan(tmp_path, monkeypatch):
+    """b_prune.py builds PLAN.md's experiment 2 from A's results: the sparsity target, the five rules (the
+    increasing control really increases as the model shrinks), dense models reused from A when their M was
+    swept, total epochs matched for the from-scratch arm; and augpipe's own parser accepts every command."""
+    import argparse
+
+    sys.path.insert(0, str(PAPER))
+    import a_sweep
+    import b_prune
+
+    from augpipe.driver import options
+    from augpipe.driver.capacity import CapacitySchedule
+
+    monkeypatch.setattr(b_prune, "OUT", tmp_path)
+    params = {"0.25": 17462, "0.5": 68010, "1": 272186, "2": 1084010}
+    assert b_prune.design("resnet20-2k") is None  # nothing from A yet: experiment 2 waits
+    CapacitySchedule.fit([(17462, 1.0), (1084010, 13.0)]).save(tmp_path / "a-schedule.json")
+
+    def a_json(v_large, v_small):
+        vertices = {"0.25": {"vertex": v_small}, "0.5": {"vertex": 4.0}, "1": {"vertex": 6.0},
+                    "2": {"vertex": v_large}}
+        (tmp_path / "a.json").write_text(json.dumps({"params": params, "A2": {"vertices": vertices}}))
+        return b_prune.design("resnet20-2k")
+
+    d = a_json(12.4, 1.2)
+    assert d["target"] == round(1 - 17462 / 1084010, 4) and (d["large"], d["small"]) == (2, 0.25)
+    sched = b_prune.schedules(d)
+    up = CapacitySchedule.load(sched["increasing"])
+    assert up(1084010) == pytest.approx(1.2) and up(17462) == pytest.approx(12.4)  # the negative control
+    assert sched["span"] == pytest.approx(12.0)
+    dense, prunes = b_prune.a_prune_runs(d, sched)
+    assert [p.name for p, _ in dense] == [f"dense-w2-m12-s{s}" for s in (0, 1, 2)]  # M=12 was not swept
+    assert dense[0][1][dense[0][1].index("--magnitude") + 1] == "12" and "--epochs" in dense[0][1]
+    assert sorted(p.name for p, _ in prunes) == sorted(f"aprune-{r}-s{s}" for r in b_prune.RULES for s in (0, 1, 2))
+    constant = next(argv for p, argv in prunes if p.name == "aprune-constant-s1")
+    assert constant[constant.index("--from") + 1] == str(dense[1][0]) and constant[constant.index("--magnitude") + 1] == "12"
+
+    d = a_json(10.2, 0.4)  # rounds to a swept M: A's cell (its weights are kept) is the dense model
+    dense, prunes = b_prune.a_prune_runs(d, b_prune.schedules(d))
+    assert dense == [] and str(a_sweep.cell("resnet20-2k", 2, "m10", 0)) in prunes[0][1]
+    d = a_json(10.2, 9.8)  # the oracle's M equals the constant's: run once
+    assert "oracle" not in b_prune.rules(d, b_prune.schedules(d))
+
+    b1 = b_prune.b1_runs(d)
+    scratch = [argv for p, argv in b1 if p.name.startswith("b1-scratch")]
+    assert len(b1) == 9 and all(a[a.index("--epochs") + 1] == "190" for a in scratch)  # 150 + 4 x 10
+    b2 = b_prune.b2_runs(d)
+    assert len(b2) == 2 * len(a_sweep.seeds(0.25)) and all("--aux-heads" in argv for _, argv in b2)
+
+    parser = argparse.ArgumentParser()
+    options.add_parsers(parser.add_subparsers(dest="command"), {})
+    for _, argv in [*dense, *prunes, *b1, *b2]:
+        parsed = parser.parse_args(argv)
+        assert parsed.split_seed == 0 and parsed.workers == 0

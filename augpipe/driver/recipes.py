@@ -2,6 +2,7 @@
 capacity (finding A), and dense-strong-then-weak (finding B)."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -40,7 +41,7 @@ def round_targets(target_sparsity: float, rounds: int, steps: str = "linear") ->
 def iterative_prune(model: nn.Module, loader, *, target_sparsity: float, rounds: int, finetune_epochs: int,
                     method: str = "l1-unstructured", magnitude=None, val_loader=None, checkpoint_dir=None,
                     example_input=None, steps: str = "linear", recalibrate_batches: int = 10,
-                    progress: bool = True, **train_kwargs) -> list[dict]:
+                    progress: bool = True, clock: float | None = None, **train_kwargs) -> list[dict]:
     """Prune in `rounds` steps to `target_sparsity`, fine-tuning after each.
 
     Args:
@@ -61,13 +62,16 @@ def iterative_prune(model: nn.Module, loader, *, target_sparsity: float, rounds:
         recalibrate_batches: channel pruning: BatchNorm statistics are
             re-estimated on this many training batches before fine-tuning.
         progress: progress bars (rounds, and train()'s).
+        clock: `time.perf_counter()` when this process's work on the run began
+            (default: now), for the records' wall_s_total.
         **train_kwargs: passed to train() (lr, optimizer, teacher, kd, ...).
 
     Returns:
         One record per round, round 0 being the model as given: round, target,
         sparsity, params (non-zero), macs (non-zero weights), magnitude,
         accuracy and loss (with val_loader), mask_digests (one per rank; equal,
-        or pruning raised), finetune (the train() history).
+        or pruning raised), finetune (the train() history), wall_s_total (the
+        run's wall time so far, summed over resumed processes).
 
     Under torch.distributed every rank prunes its identical copy of the model
     with the same deterministic algorithm; the masks' digests are then
@@ -80,6 +84,7 @@ def iterative_prune(model: nn.Module, loader, *, target_sparsity: float, rounds:
     example_input = example_input.float() if example_input.dtype == torch.uint8 else example_input
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     done = checkpoint.numbered(folder, "round") if folder is not None else []
+    start = time.perf_counter() if clock is None else clock
     if done:
         state = checkpoint.load(done[-1])
         checkpoint.load_model(model, state["model"], state["arch"], done[-1])
@@ -88,6 +93,9 @@ def iterative_prune(model: nn.Module, loader, *, target_sparsity: float, rounds:
     else:
         dense = count_params(model)
         records = [_record(0, 0.0, model, example_input, _magnitude(magnitude, model, 0.0), val_loader, {})]
+    # wall time summed over every process of the run: the finished rounds' (saved with them), the earlier
+    # processes' share of an interrupted fine-tuning (its checkpoints keep it), and this process's
+    before = records[-1].get("wall_s_total", 0.0)
     bars = Bars(progress, rounds, len(records) - 1, 0, unit="round")
     for k in range(len(records), rounds + 1):
         target = targets[k - 1]
@@ -102,6 +110,8 @@ def iterative_prune(model: nn.Module, loader, *, target_sparsity: float, rounds:
         history = train(model, loader, finetune_epochs, magnitude=m, progress=progress,
                         checkpoint_dir=folder / f"round-{k:02d}" if folder is not None else None, **train_kwargs)
         records.append(_record(k, target, model, example_input, m, val_loader, history.to_dict(), report.sparsity))
+        before += history.wall_s_before
+        records[-1]["wall_s_total"] = before + time.perf_counter() - start
         bars.epoch_done({"accuracy": records[-1].get("accuracy", float("nan")), "sparsity": report.sparsity,
                          "magnitude": float("nan") if m is None else m})
         if folder is not None:
@@ -113,6 +123,7 @@ def iterative_prune(model: nn.Module, loader, *, target_sparsity: float, rounds:
                                        folder / f"round-{k:02d}.pt")
             distributed.barrier()
     bars.close()
+    records[-1]["wall_s_total"] = before + time.perf_counter() - start  # with the last save (not in its file)
     return records
 
 

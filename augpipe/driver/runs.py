@@ -250,17 +250,27 @@ def run_prune(cfg: dict, command: str) -> dict:
                              val_loader=val if val is not None else test, checkpoint_dir=out / "checkpoints",
                              steps=cfg["steps"], progress=cfg["progress"], lr=cfg["lr"], optimizer=cfg["optimizer"],
                              lr_schedule=cfg["lr_schedule"],
-                             device=device, on_batch=on_batch)
+                             device=device, on_batch=on_batch, clock=start)
+    finished = time.perf_counter()
     flush()
     if cfg.get("permanent") and not get_method(cfg["method"]).structured:
         prune(model, rounds[-1]["sparsity"], permanent=True)
     report = {"command": command, "config": cfg, "from": source, "model": model_arch(model),
+              "params": count_params(model, nonzero=True),
               "schedule": schedule.to_dict() if isinstance(schedule, CapacitySchedule) else schedule,
               "eval_set": "val" if val is not None else "test", "rounds": rounds,
-              "world_size": distributed.world_size(), "wall_s": time.perf_counter() - start}
-    if test is not None:
-        report["test"] = evaluate(model, test, device)
+              "world_size": distributed.world_size(), "cpu": cpu_model()}
+    for name, ld in (("val", val), ("test", test)):
+        if ld is not None:
+            report[name] = evaluate(model, ld, device)
+    report["train_clean"] = evaluate(model, eval_loader(data.train, workers=cfg["workers"], size=cfg["size"],
+                                                         device=device), device)
+    if "val" in report:
+        report["train_val_gap"] = report["train_clean"]["accuracy"] - report["val"]["accuracy"]
     checkpoint.save_model(model, out / MODEL_FILE, config=cfg)
+    end = time.perf_counter()
+    report["wall_s"] = end - start  # this process
+    report["wall_s_total"] = rounds[-1].get("wall_s_total", 0.0) + end - finished  # summed over every resumed process
     if distributed.is_main():
         plot_prune(rounds, out / "plot.png", f"{model_arch(model)}, {cfg['method']}, magnitude {magnitude_arg}")
     _finish(out, report)

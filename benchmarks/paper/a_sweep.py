@@ -5,9 +5,10 @@
 
 Runs only once the pilot's go rule has chosen a regime (benchmarks/paper/results2/pilot.json); otherwise it
 says so and exits, as PLAN.md has A untestable without one. Sizes: the regime's family at four widths spanning
->= 50x in parameters, the regime's model the largest; arms Identity and M = 0, 5, 10, 15; five seeds for sizes
-whose run costs under ~5 minutes, three otherwise. The pilot's runs are the largest size's Identity and M = 0, 5,
-10 cells for seeds 0-2 (the same commands). Results: benchmarks/paper/results2/a.md, a.json, a-schedule.json.
+>= 50x in parameters (resnet20-2k: widths 0.25 to 2, the pilot's width 1 among them); arms Identity and M = 0, 5,
+10, 15; five seeds for sizes whose run costs under ~5 minutes (width 0.25), three otherwise. The pilot's runs are
+the regime model's Identity and M = 0, 5, 10 cells for seeds 0-2 (the same commands).
+Results: benchmarks/paper/results2/a.md, a.json, a-schedule.json.
 """
 from __future__ import annotations
 
@@ -32,7 +33,9 @@ WIDTHS = {"cnn2-2k": (0.25, 0.5, 1, 2), "cnn4-2k": (0.5, 1, 2, 4), "resnet20-2k"
 ARMS = {"identity": ["--policy", "identity", "--magnitude", "0"],
         **{f"m{m}": ["--policy", "randaugment", "--magnitude", str(m)] for m in (0, 5, 10, 15)}}
 MAGNITUDES = (0, 5, 10, 15)
-FIVE_SEEDS_BELOW = 1.0  # widths <= this run five seeds (cells under ~5 minutes here), larger ones three
+# widths <= this run five seeds (PLAN.md: cells under ~5 minutes here), larger ones three (amendment 5: a
+# ResNet-20 width-1 cell costs ~1,050 s on these 2 cores, width 0.5 about half of that)
+FIVE_SEEDS_BELOW = 0.25
 
 
 def regime() -> str | None:
@@ -51,17 +54,16 @@ def cell(reg: str, width: float, arm: str, seed: int) -> Path:
     return RUNS / reg / f"w{width:g}-{arm}-s{seed}"
 
 
+def command(reg: str, width: float, args: list[str], seed: int, out: Path, epochs: int | None = None) -> list[str]:
+    """The `augpipe train` argv of a cell (experiment 2 trains with the same one, at other M or epochs)."""
+    model, _, n, default_epochs = pilot.REGIMES[reg]
+    return ["train", "--model", model, "--width", f"{width:g}", "--train-size", str(n),
+            "--epochs", str(epochs or default_epochs), *args, "--seed", str(seed), *pilot.SPLIT, "--out", str(out)]
+
+
 def runs_for(reg: str) -> list[tuple[Path, list[str]]]:
-    model, _, n, epochs = pilot.REGIMES[reg]
-    out = []
-    for w in WIDTHS[reg]:
-        for s in seeds(w):
-            for arm, args in ARMS.items():
-                path = cell(reg, w, arm, s)
-                out.append((path, ["train", "--model", model, "--width", f"{w:g}", "--train-size", str(n),
-                                   "--epochs", str(epochs), *args, "--seed", str(s), *pilot.SPLIT,
-                                   "--out", str(path)]))
-    return out
+    return [(cell(reg, w, arm, s), command(reg, w, args, s, cell(reg, w, arm, s)))
+            for w in WIDTHS[reg] for s in seeds(w) for arm, args in ARMS.items()]
 
 
 def dense_models(reg: str) -> set[Path]:

@@ -1,6 +1,7 @@
 """Every experiment of PLAN.md in order, resumable: the regime pilot, then C
 (which needs no go rule), C2's measurement, then A in the pilot's regime (if
-the go rule chose one). Rerun it as is after an interruption; finished runs
+the go rule chose one), then experiment 2 (A in pruning, and B) once A has
+its vertices. Rerun it as is after an interruption; finished runs
 are skipped, interrupted ones resume.
 
     .venv/bin/python benchmarks/paper/all.py
@@ -18,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import a_sweep  # noqa: E402
+import b_prune  # noqa: E402
 import c_teacher  # noqa: E402
 import pilot  # noqa: E402
 
@@ -32,3 +34,4 @@ if __name__ == "__main__":
     c_teacher.experiment()
     c_teacher.measure()
     a_sweep.experiment()
+    b_prune.experiment()

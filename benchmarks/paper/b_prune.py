@@ -1,0 +1,273 @@
+"""Experiment 2 of PLAN.md (A in pruning, and B), in the pilot's regime, after A's sweep.
+
+    .venv/bin/python benchmarks/paper/b_prune.py           # run what is missing (resumes), then summarise
+    .venv/bin/python benchmarks/paper/b_prune.py summary   # summarise what has run
+
+Reads A's results (results2/a.json: each size's parameter count and quadratic vertex, and a-schedule.json);
+until A2 has a vertex for the largest and the smallest size it says so and runs nothing. Settings (PLAN.md,
+amendment 5): the largest size L is channel-pruned to the smallest size S's parameter count in 4 geometric
+rounds, each fine-tuned for 10 epochs at lr 0.01 (cosine per round), on the same split.
+
+- A-prune: L trained dense at round(vertex L) (A's cell and its kept weights when that M was swept), pruned
+  under five fine-tuning rules: constant (round(vertex L)), capacity (A's fitted schedule), zero, increasing
+  (the negative control: a schedule from vertex S at L's size up to vertex L at S's) and the oracle
+  (round(vertex S)); primary A3 = capacity − constant, paired by seed; void if the fitted schedule spans
+  fewer than 3 magnitude units between L and S.
+- B1: A's L cells at M=10 and M=0, the same pruning, fine-tuned at M=0; primary B1 = from M=10 − from M=0.
+  Beside them S from scratch at round(vertex S) for 150 + 40 epochs (total epochs matched).
+- B2: S with auxiliary heads (weight 0.3) at M=0 and M=10 against A's plain S cells; primary B2 = the
+  interaction (aux − plain at M=10) − (aux − plain at M=0), paired by seed.
+Holm over {A1, A3, B1, B2}. Runs: $AUGPIPE_RUNS/b/ (default runs/paper2/b/). Results: results2/b.md, b.json.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+os.environ.setdefault("AUGPIPE_RUNS", str(HERE.parents[1] / "runs" / "paper2"))
+
+import a_sweep  # noqa: E402
+import pilot  # noqa: E402
+import run  # noqa: E402
+import stats  # noqa: E402
+
+RUNS = Path(os.environ["AUGPIPE_RUNS"]) / "b"
+OUT = HERE / "results2"
+SEEDS = (0, 1, 2)
+ROUNDS, FINETUNE = 4, 10  # fine-tuning epochs per round: 40 after the dense model's
+PRUNE = ["--method", "channel", "--rounds", str(ROUNDS), "--steps", "geometric", "--finetune-epochs", str(FINETUNE),
+         "--lr", "0.01", "--split-seed", "0", "--workers", "0", "--no-progress"]
+STRONG, AUX = 10, "0.3"
+MIN_SPAN = 3.0  # A3 is void if the capacity schedule moves M less than this between L and S
+RULES = ("constant", "capacity", "zero", "increasing", "oracle")
+
+
+def design(reg: str) -> dict | None:
+    """What experiment 2 needs from A: sizes, parameter counts, the vertices, the sparsity target."""
+    a = json.loads((OUT / "a.json").read_text()) if (OUT / "a.json").is_file() else {}
+    widths = a_sweep.WIDTHS[reg]
+    large, small = widths[-1], widths[0]
+    vertices = a.get("A2", {}).get("vertices", {})
+    params = a.get("params", {})
+    if not all(f"{w:g}" in vertices and f"{w:g}" in params for w in (large, small)) or \
+            not (OUT / "a-schedule.json").is_file():
+        return None
+    p_l, p_s = params[f"{large:g}"], params[f"{small:g}"]
+    return {"regime": reg, "large": large, "small": small, "params_large": p_l, "params_small": p_s,
+            "vertex_large": vertices[f"{large:g}"]["vertex"], "vertex_small": vertices[f"{small:g}"]["vertex"],
+            "target": round(1 - p_s / p_l, 4)}
+
+
+def schedules(d: dict) -> dict:
+    """The capacity rule's schedule (A's fit, a-schedule.json) and the increasing control's, written beside it."""
+    from augpipe.driver.capacity import CapacitySchedule
+
+    fitted = OUT / "a-schedule.json"
+    increasing = OUT / "b-increasing-schedule.json"
+    CapacitySchedule.fit([(d["params_large"], d["vertex_small"]), (d["params_small"], d["vertex_large"])]).save(
+        increasing)
+    cap = CapacitySchedule.load(fitted)
+    return {"capacity": fitted, "increasing": increasing,
+            "span": abs(cap(d["params_large"]) - cap(d["params_small"]))}
+
+
+def dense(d: dict, seed: int) -> tuple[Path, list[str] | None]:
+    """A-prune's dense model: A's cell at round(vertex L) if that M was swept (None: nothing to train)."""
+    m = round(d["vertex_large"])
+    if m in a_sweep.MAGNITUDES:
+        return a_sweep.cell(d["regime"], d["large"], f"m{m}", seed), None
+    out = RUNS / d["regime"] / f"dense-w{d['large']:g}-m{m}-s{seed}"
+    return out, a_sweep.command(d["regime"], d["large"], ["--policy", "randaugment", "--magnitude", str(m)], seed, out)
+
+
+def rules(d: dict, sched: dict) -> dict[str, list[str]]:
+    m_l, m_s = round(d["vertex_large"]), round(d["vertex_small"])
+    out = {"constant": ["--magnitude", str(m_l)],
+           "capacity": ["--magnitude", "capacity", "--schedule", str(sched["capacity"])],
+           "zero": ["--magnitude", "0"],
+           "increasing": ["--magnitude", "capacity", "--schedule", str(sched["increasing"])],
+           "oracle": ["--magnitude", str(m_s)]}
+    if m_s == m_l:
+        del out["oracle"]  # the same command as the constant rule
+    return out
+
+
+def prune_cmd(source: Path, args: list[str], target: float, out: Path) -> list[str]:
+    return ["prune", "--from", str(source), "--target", f"{target:g}", *args, *PRUNE, "--out", str(out)]
+
+
+def a_prune_runs(d: dict, sched: dict) -> tuple[list, list]:
+    """(dense runs to train first, prune runs)."""
+    dense_runs, prunes = [], []
+    for s in SEEDS:
+        src, argv = dense(d, s)
+        if argv is not None:
+            dense_runs.append((src, argv))
+        for rule, args in rules(d, sched).items():
+            out = RUNS / d["regime"] / f"aprune-{rule}-s{s}"
+            prunes.append((out, prune_cmd(src, args, d["target"], out)))
+    return dense_runs, prunes
+
+
+def b1_runs(d: dict) -> list:
+    reg, out = d["regime"], []
+    for s in SEEDS:
+        for m in (STRONG, 0):
+            path = RUNS / reg / f"b1-from-m{m}-s{s}"
+            out.append((path, prune_cmd(a_sweep.cell(reg, d["large"], f"m{m}", s), ["--magnitude", "0"],
+                                        d["target"], path)))
+        m_s = round(d["vertex_small"])
+        path = RUNS / reg / f"b1-scratch-w{d['small']:g}-m{m_s}-s{s}"
+        epochs = pilot.REGIMES[reg][3] + ROUNDS * FINETUNE  # total epochs matched with the pruned arms
+        out.append((path, a_sweep.command(reg, d["small"], ["--policy", "randaugment", "--magnitude", str(m_s)], s,
+                                          path, epochs)))
+    return out
+
+
+def b2_runs(d: dict) -> list:
+    reg = d["regime"]
+    return [(RUNS / reg / f"b2-aux-m{m}-s{s}",
+             a_sweep.command(reg, d["small"], ["--policy", "randaugment", "--magnitude", str(m), "--aux-heads", AUX],
+                             s, RUNS / reg / f"b2-aux-m{m}-s{s}"))
+            for s in a_sweep.seeds(d["small"]) for m in (0, STRONG)]
+
+
+def experiment() -> bool:
+    reg = a_sweep.regime()
+    d = design(reg) if reg else None
+    if d is None:
+        print("experiment 2: A2 has no vertex for the largest and smallest size yet: not run", flush=True)
+        return False
+    sched = schedules(d)
+    run.execute(b2_runs(d), pilot.RECORDS)  # cheapest first
+    dense_runs, prunes = a_prune_runs(d, sched)
+    run.execute(dense_runs, pilot.RECORDS, keep_model=True)  # the prune runs start from them
+    for src in {a_sweep.cell(reg, d["large"], f"m{m}", s) for m in a_sweep.MAGNITUDES for s in SEEDS}:
+        run.restore(pilot.RECORDS, src, keep_model=True)  # A's kept dense weights, from the records
+    run.execute(b1_runs(d) + prunes, pilot.RECORDS)
+    summarise()
+    return True
+
+
+# ------------------------------------------------------------------ summary
+def _val(path: Path) -> float | None:
+    r = run.read_report(path, pilot.RECORDS)
+    return r["val"]["accuracy"] if r and "val" in r else None
+
+
+def _arm(paths: dict[int, Path]) -> dict[int, float]:
+    return {s: v for s, p in paths.items() if (v := _val(p)) is not None}
+
+
+def _paired(a: dict, b: dict) -> dict | None:
+    common = sorted(set(a) & set(b))
+    return stats.paired([a[s] for s in common], [b[s] for s in common]) if len(common) >= 2 else None
+
+
+def summarise() -> dict:
+    reg = a_sweep.regime()
+    d = design(reg) if reg else None
+    if d is None:
+        return {}
+    a = json.loads((OUT / "a.json").read_text())
+    sched = schedules(d)
+    large, small = d["large"], d["small"]
+    aprune = {rule: _arm({s: RUNS / reg / f"aprune-{rule}-s{s}" for s in SEEDS}) for rule in rules(d, sched)}
+    b1 = {f"from M={m}": _arm({s: RUNS / reg / f"b1-from-m{m}-s{s}" for s in SEEDS}) for m in (STRONG, 0)}
+    b1["scratch"] = _arm({s: RUNS / reg / f"b1-scratch-w{small:g}-m{round(d['vertex_small'])}-s{s}" for s in SEEDS})
+    s_seeds = a_sweep.seeds(small)
+    plain = {m: _arm({s: a_sweep.cell(reg, small, f"m{m}", s) for s in s_seeds}) for m in a_sweep.MAGNITUDES}
+    aux = {m: _arm({s: RUNS / reg / f"b2-aux-m{m}-s{s}" for s in s_seeds}) for m in (0, STRONG)}
+    big = {m: _arm({s: a_sweep.cell(reg, large, f"m{m}", s) for s in SEEDS}) for m in (0, STRONG)}
+
+    lines = [f"# Experiment 2: A in pruning, and B, in the regime `{reg}` (PLAN.md)", "",
+             "`.venv/bin/python benchmarks/paper/b_prune.py` — validation accuracy of the final model, per seed; "
+             f"split seed 0. Width {large:g} ({d['params_large']:,} parameters) channel-pruned to width {small:g}'s "
+             f"{d['params_small']:,} (sparsity {d['target']:.4f}) in {ROUNDS} geometric rounds of {FINETUNE} "
+             f"fine-tuning epochs. Vertices (A2): width {large:g} M = {d['vertex_large']:.1f}, width {small:g} "
+             f"M = {d['vertex_small']:.1f}.", ""]
+    expected = len(SEEDS) * (len(aprune) + len(b1)) + 2 * len(s_seeds)
+    got = sum(len(v) for v in (*aprune.values(), *b1.values(), *aux.values()))
+    if got < expected:
+        lines += [f"**Partial**: {got} of {expected} runs.", ""]
+    lines += ["| arm | values | mean |", "|---|---|---:|"]
+
+    def row(name, vals):
+        mean = sum(vals.values()) / len(vals) if vals else math.nan
+        lines.append(f"| {name} | " + ", ".join(f"s{s} {vals[s]:.4f}" for s in sorted(vals)) + f" | {mean:.4f} |")
+
+    for rule, vals in aprune.items():
+        row(f"A-prune, {rule}", vals)
+    for name, vals in b1.items():
+        row(f"B1, {name}", vals)
+    for m in (0, STRONG):
+        row(f"B2, width {small:g} plain M={m}", plain[m])
+        row(f"B2, width {small:g} aux heads M={m}", aux[m])
+
+    gain_large = _paired(big[STRONG], big[0])
+    precondition = gain_large is not None and gain_large["diff"] > 0
+    void = sched["span"] < MIN_SPAN
+    family = {"A1": a.get("A1")}
+    family["A3"] = None if void else _paired(aprune["capacity"], aprune["constant"])
+    family["B1"] = _paired(b1[f"from M={STRONG}"], b1["from M=0"])
+    diffs = {m: {s: aux[m][s] - plain[m][s] for s in aux[m] if s in plain[m]} for m in (0, STRONG)}
+    family["B2"] = _paired(diffs[STRONG], diffs[0])
+    tested = {k: v for k, v in family.items() if v is not None}
+    adjusted = dict(zip(tested, stats.holm([v["p"] for v in tested.values()]))) if tested else {}
+    lines += ["", "Precondition (A and B): width "
+              f"{large:g} gains from M={STRONG} over M=0: " + (stats.fmt(gain_large) if gain_large else "not run yet")
+              + (" — holds" if precondition else " — **absent**: A1, A3, B1, B2 are untestable here"), "",
+              "Primary family (Holm over {A1, A3, B1, B2} at α = 0.05, paired t over seeds):"]
+    names = {"A1": f"A1: (M=10 − M=0) at width {large:g} minus at width {small:g}",
+             "A3": "A3: capacity schedule − constant M, final sparsity",
+             "B1": f"B1: dense at M={STRONG} − dense at M=0, both pruned and fine-tuned at M=0",
+             "B2": f"B2: interaction (aux − plain at M={STRONG}) − (aux − plain at M=0), width {small:g}"}
+    verdicts = {}
+    for k, name in names.items():
+        v = family[k]
+        if k == "A3" and void:
+            text = f"void: the fitted schedule spans {sched['span']:.1f} < {MIN_SPAN:g} magnitude units"
+        elif v is None:
+            text = "not enough seeds yet"
+        else:
+            verdicts[k] = stats.verdict(v, adjusted[k]) if precondition else "untestable here (precondition absent)"
+            text = f"{stats.fmt(v, adjusted[k])}; per seed {[round(x, 2) for x in v['per_seed']]}: **{verdicts[k]}**"
+        lines.append(f"- {name}: {text}")
+    secondary = {"A-prune: oracle − constant": _paired(aprune.get("oracle", {}), aprune["constant"]),
+                 "A-prune: capacity − zero": _paired(aprune["capacity"], aprune["zero"]),
+                 "A-prune: capacity − increasing (negative control)": _paired(aprune["capacity"],
+                                                                             aprune["increasing"]),
+                 f"B1: from M={STRONG} − width {small:g} from scratch": _paired(b1[f"from M={STRONG}"], b1["scratch"]),
+                 "B1: from M=0 − width {small:g} from scratch".format(small=small): _paired(b1["from M=0"],
+                                                                                          b1["scratch"])}
+    best_plain = max(plain, key=lambda m: sum(plain[m].values()) / len(plain[m]) if plain[m] else -1)
+    best_aux = max(aux, key=lambda m: sum(aux[m].values()) / len(aux[m]) if aux[m] else -1)
+    if len(plain[best_plain]) >= 2 and len(aux[best_aux]) >= 2:
+        secondary[f"B2: best aux (M={best_aux}) − best plain (M={best_plain}), Welch"] = stats.welch(
+            list(aux[best_aux].values()), list(plain[best_plain].values()))
+    lines += ["", "Secondary (unadjusted):"]
+    for k, v in secondary.items():
+        lines.append(f"- {k}: " + (stats.fmt(v) if v is not None else "not enough seeds yet"))
+    lines += ["", f"The capacity schedule (a-schedule.json) spans {sched['span']:.1f} magnitude units between "
+                  f"width {large:g} and width {small:g}'s size."]
+    data = {"design": d, "span": sched["span"], "precondition": gain_large, "aprune": aprune, "b1": b1,
+            "b2": {"plain": plain, "aux": aux}, "family": family, "holm": adjusted, "verdicts": verdicts,
+            "secondary": {k: v for k, v in secondary.items() if v is not None}, "complete": got >= expected}
+    OUT.mkdir(exist_ok=True)
+    (OUT / "b.md").write_text("\n".join(lines) + "\n")
+    (OUT / "b.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
+    return data
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["summary"]:
+        print((OUT / "b.md").read_text() if summarise() else "experiment 2 has not run: A2 has no vertices yet")
+    elif sys.argv[1:]:
+        sys.exit(__doc__)
+    else:
+        experiment()
