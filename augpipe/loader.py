@@ -33,6 +33,7 @@ from .core.policy import (
     get_policy,
 )
 from .engine.contract import BackendContext
+from .kernels.rng import view_seed
 from .sources import Source, open_source
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -87,6 +88,14 @@ class Loader:
             Both are planned per sample like the ops (augpipe/core/mixing.py)
             and applied after the backend, so every backend gives the same
             batches; see docs/mixing.md.
+        views: k >= 1 differently planned views of each sample in every batch
+            (self-distillation, SSL, a clean view beside a strong one): a
+            batch then holds k * batch_size rows, view-major (`batch.view`
+            says which view a row is; `batch.images.chunk(k)` splits them).
+            View 0 is planned exactly as a one-view loader's; view v uses the
+            seed `augpipe.kernels.rng.view_seed(seed, v)` for its crop, flip,
+            ops, mixing and erasing. Each view runs its own backend pipeline
+            (k times the workers); see docs/mixing.md.
         cap_store: how per-sample caps are kept: "float" (4 bytes per sample,
             exact), "byte" (1 byte per sample, each cap rounded down to a
             multiple of 1/8: 1 GB per process at 10^9 samples) or "auto"
@@ -106,8 +115,9 @@ class Loader:
                  mean=None, std=None, num_workers: int = 2, on_error: str = "raise",
                  rank: int | None = None, world_size: int | None = None, prefetch_factor: int = 2,
                  backend_options: dict | None = None, gate=None, mix: Mixing | None = None,
-                 erase: RandomErasing | None = None, cap_store: str = "auto"):
+                 erase: RandomErasing | None = None, cap_store: str = "auto", views: int = 1):
         batch_size = check_int("batch_size", batch_size, 1)
+        self.views = check_int("views", views, 1)
         if backend not in backends.names():
             raise ValueError(f"unknown backend {backend!r}; choose one of {backends.names()}")
         if output not in ("uint8", "float"):
@@ -162,6 +172,9 @@ class Loader:
         self._elastic = None  # an epoch resumed on another world size (streaming sources): see load_state_dict
         self._orders: dict = {}  # streaming sources: the last epochs' orders (litdata computes them)
         self.backend_options = dict(backend_options or {})
+        if self.views > 1 and self.backend_options.get("order") is not None:
+            raise ValueError("views > 1 needs the Loader's sample order in every view: drop backend_options "
+                             f"order={self.backend_options['order']!r} (FFCV's own order is seeded per pipeline)")
         self.backend = backend
         self.context = BackendContext(
             source=self.dataset, policy=(self.policy if self.train else Identity()).lower(), crop=self.crop,
@@ -171,6 +184,10 @@ class Loader:
             errors=self.errors, options=self.backend_options, rank=self.rank, world_size=self.world_size,
             drop_last=self.drop_last, defer_normalize=mix is not None or erase is not None)
         self._backend = backends.make_backend(self.backend, self.context)
+        # further views: the same samples, order, knob and caps, planned from their own seeds
+        self.view_seeds = [view_seed(self.seed, v) for v in range(self.views)]
+        self._contexts = [self.context] + [dataclasses.replace(self.context, seed=s) for s in self.view_seeds[1:]]
+        self._backends = [self._backend] + [backends.make_backend(self.backend, c) for c in self._contexts[1:]]
         self._gate = None
         self.gate = gate
 
@@ -196,7 +213,7 @@ class Loader:
     @property
     def lag(self) -> int:
         """Batches between a knob or cap change and the first batch it reaches."""
-        return self._backend.lag
+        return max(b.lag for b in self._backends)
 
     @property
     def caps(self):
@@ -228,7 +245,7 @@ class Loader:
                 gate.bind(self)  # checks (e.g. the teacher's classes) fail here, not mid-epoch
         self._gate = gate
 
-    def render(self, indices, magnitude=None, epoch: int | None = None, mix: bool = True) -> Batch:
+    def render(self, indices, magnitude=None, epoch: int | None = None, mix: bool = True, view=None) -> Batch:
         """Re-augment samples with exactly their planned crop, flip and op
         choices, at other magnitudes.
 
@@ -242,6 +259,10 @@ class Loader:
                 in `indices`, as in a batch: pass a whole `batch.index` to
                 reproduce a mixed batch exactly); False renders them unmixed
                 and unerased.
+            view: which view's plans (views > 1): an int for all, one per
+                index (`batch.view`), or None for view 0. Rows of one view
+                are rendered together, in their order (mixing partners by
+                position within the view).
 
         Returns:
             A Batch on the loader's device and in its output format, with
@@ -255,6 +276,14 @@ class Loader:
         idx = idx.astype(np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= len(self.dataset)):
             raise ValueError(f"indices must be in [0, {len(self.dataset)}), got range [{idx.min()}, {idx.max()}]")
+        views = self._views_of(view, idx.shape[0])
+        if views.size and views.min() != views.max():  # several views: each rendered with its own plans
+            parts = [(rows, self.render(idx[rows], _rows(magnitude, rows, len(idx)), epoch, mix, int(v)))
+                     for v in np.unique(views) for rows in [np.flatnonzero(views == v)]]
+            batch = Batch.concat([b for _, b in parts])
+            order = np.argsort(np.concatenate([rows for rows, _ in parts]), kind="stable")
+            return batch.subset(torch.from_numpy(order))
+        v = int(views[0]) if views.size else 0
         epoch = self.epoch if epoch is None else int(epoch)
         if magnitude is None:
             knobs, caps = self.knob.value, True
@@ -265,13 +294,34 @@ class Loader:
                 raise ValueError(f"magnitude must be a float or one per index ({idx.shape[0]}), got shape {m.shape}")
             knobs = np.array([check_magnitude(v) for v in m.reshape(-1)]).reshape(m.shape)
             caps = False
-        custom = getattr(self._backend, "render", None)
-        batch = custom(idx, knobs, epoch, caps) if custom is not None else render(self.context, idx, knobs, epoch, caps)
-        return self._mix_and_erase(batch, mix)
+        custom = getattr(self._backends[v], "render", None)
+        batch = custom(idx, knobs, epoch, caps) if custom is not None else \
+            render(self._contexts[v], idx, knobs, epoch, caps)
+        return self._with_view(self._mix_and_erase(batch, mix, v), v)
 
-    def _mix_and_erase(self, batch: Batch, mix: bool = True) -> Batch:
+    def _views_of(self, view, n: int) -> np.ndarray:
+        """int64 (n,) view per row from render's `view` argument, checked."""
+        if view is None:
+            return np.zeros(n, np.int64)
+        v = np.asarray(view.cpu() if isinstance(view, torch.Tensor) else view)
+        if not np.issubdtype(v.dtype, np.integer) or v.ndim > 1 or (v.ndim == 1 and v.shape[0] != n):
+            raise ValueError(f"view must be an int or one int per index ({n}), got {view!r}")
+        v = np.broadcast_to(v.astype(np.int64), (n,))
+        if n and (v.min() < 0 or v.max() >= self.views):
+            raise ValueError(f"view must be in [0, {self.views}) (this loader has views={self.views}), "
+                             f"got {int(v.min())}..{int(v.max())}")
+        return v
+
+    def _with_view(self, batch: Batch, v: int) -> Batch:
+        if self.views == 1:
+            return batch
+        return dataclasses.replace(batch, view=torch.full((batch.size,), v, dtype=torch.int64,
+                                                          device=batch.labels.device))
+
+    def _mix_and_erase(self, batch: Batch, mix: bool = True, view: int = 0) -> Batch:
         """The batch-level stage: erasing, then mixing, as planned for these samples (augpipe/core/mixing.py),
-        with the normalisation of output="float" (deferred by the backend) fused in. mix=False: only that."""
+        with the normalisation of output="float" (deferred by the backend) fused in. mix=False: only that.
+        Each view plans its own from its seed."""
         if self.mix is None and self.erase is None:
             return batch
         from .engine import mixing
@@ -281,9 +331,10 @@ class Loader:
         notice(normalize_mix, "the mixing and erasing kernels", 10)
         idx = batch.index.cpu().numpy()
         mixer, eraser = (self.mix, self.erase) if mix else (None, None)
-        plan = make_mix_plan(self.seed, batch.epoch, idx, batch.magnitude.cpu().numpy(),
+        seed = self.view_seeds[view]
+        plan = make_mix_plan(seed, batch.epoch, idx, batch.magnitude.cpu().numpy(),
                              tuple(batch.images.shape[-2:]), mixer, eraser)
-        images = mixing.execute(batch.images, plan, eraser, self.seed, batch.epoch, idx,
+        images = mixing.execute(batch.images, plan, eraser, seed, batch.epoch, idx,
                                 self.context if self.output == "float" else None)
         device, fields = images.device, {"images": images}
         if eraser is not None:
@@ -353,10 +404,13 @@ class Loader:
         """One epoch. Like a DataLoader, an abandoned iteration is not resumed
         by the next iter(): only `load_state_dict` starts mid-epoch."""
         epoch, self._step, self._resume = self.epoch, self._resume, 0
-        self.context.num_batches = len(self)  # a streaming epoch resumed elastically has its own length
-        for batch in self._backend.iterate(epoch, self._step):
+        for c in self._contexts:
+            c.num_batches = len(self)  # a streaming epoch resumed elastically has its own length
+        streams = [b.iterate(epoch, self._step) for b in self._backends]
+        for parts in zip(*streams):
             self._step += 1
-            batch = self._mix_and_erase(batch)
+            parts = [self._with_view(self._mix_and_erase(b, True, v), v) for v, b in enumerate(parts)]
+            batch = parts[0] if self.views == 1 else Batch.concat(parts)
             if self._gate is not None:
                 batch = self._gate(batch, self)
             if self.epoch == epoch and self._step >= len(self):
@@ -368,7 +422,8 @@ class Loader:
     def close(self) -> None:
         """Stop worker processes now (otherwise they stop when the loader is
         garbage collected). The loader stays usable; workers restart on demand."""
-        self._backend.close()
+        for b in self._backends:
+            b.close()
 
     def __enter__(self) -> "Loader":
         return self
@@ -383,7 +438,7 @@ class Loader:
         them) load under torch.load(weights_only=True)."""
         state = {"epoch": self.epoch, "step": self._step, "seed": self.seed, "magnitude": float(self.magnitude),
                  "caps": torch.from_numpy(self.knob.raw_caps.copy()), "world_size": self.world_size, "rank": self.rank,
-                 "num_samples": len(self.dataset), "batch_size": self.batch_size}
+                 "num_samples": len(self.dataset), "batch_size": self.batch_size, "views": self.views}
         # where the epoch stands globally, so that a streaming source resumes on another world size
         e = self._elastic if self._elastic is not None and self._elastic["epoch"] == self.epoch else None
         stride = self.batch_size * self.world_size
@@ -429,6 +484,8 @@ class Loader:
             mine = len(self.dataset) if key == "num_samples" else getattr(self, key)
             if state[key] != mine:
                 raise ValueError(f"state was saved with {key}={state[key]}, this loader has {mine}")
+        if state.get("views", 1) != self.views:
+            raise ValueError(f"state was saved with views={state.get('views', 1)}, this loader has views={self.views}")
         if state["seed"] != self.seed:
             raise ValueError(f"state was saved with seed={state['seed']}, this loader has seed={self.seed}")
         if self.dataset.streaming and state.get("fingerprint", self.dataset.fingerprint()) != self.dataset.fingerprint():
@@ -469,6 +526,15 @@ class Loader:
         return (f"Loader({type(self.dataset).__name__} of {len(self.dataset)}, "
                 f"batch_size={self.batch_size}, policy={self.policy!r}, magnitude={self.magnitude:g}, "
                 f"backend={self.backend!r}, size={self.crop.size}, train={self.train})")
+
+
+def _rows(magnitude, rows: np.ndarray, n: int):
+    """render's magnitude argument for a subset of its n rows (a per-sample one is indexed; a malformed one
+    is passed on whole, for render's own check to name)."""
+    if magnitude is None or np.ndim(magnitude) == 0:
+        return magnitude
+    m = magnitude.detach().cpu().numpy() if isinstance(magnitude, torch.Tensor) else np.asarray(magnitude)
+    return m[rows] if m.ndim == 1 and m.shape[0] == n else magnitude
 
 
 def merge_states(states: list[dict], rank: int, world_size: int) -> dict:

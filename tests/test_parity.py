@@ -52,6 +52,10 @@ CALLS = {  # name: (source, Loader keyword arguments)
                                                   erase=ap.RandomErasing(0.5, fill=127))),
     "folder-train-uint8-mixed": ("folder", dict(train=True, output="uint8", size=48, mix=ap.CutMix(1.0),
                                                 erase=ap.RandomErasing(0.5))),
+    # two views per sample: each view is its own pipeline of the backend, planned from its own seed
+    "arrays-3ch-train-float-views-mixed": ("rgb", dict(train=True, output="float", magnitude=12, views=2,
+                                                       mix=ap.CutMix(1.0), erase=ap.RandomErasing(0.5))),
+    "folder-train-uint8-views": ("folder", dict(train=True, output="uint8", size=48, views=2)),
 }
 MIX_FIELDS = ("targets", "lam", "mix_index", "mix_box", "erased")
 
@@ -86,9 +90,9 @@ def test_same_call_same_output_on_every_backend(sources, name, tmp_path):
         for a, b in zip(ref, got):
             assert b.images.shape == a.images.shape and b.images.dtype == a.images.dtype, backend
             assert (b.epoch, b.step) == (a.epoch, a.step), backend
-            for field in ("labels", "index", "magnitude", "ops", "mags", *MIX_FIELDS):
+            for field in ("labels", "index", "magnitude", "ops", "mags", *MIX_FIELDS, "view"):
                 x, y = getattr(a, field), getattr(b, field)
-                if x is None and y is None and field in MIX_FIELDS:
+                if x is None and y is None and field in (*MIX_FIELDS, "view"):
                     continue
                 assert x.dtype == y.dtype and torch.equal(x, y), (backend, field)
             if CALLS[name][0] == "folder":
@@ -105,21 +109,24 @@ def test_same_call_same_output_on_every_backend(sources, name, tmp_path):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("name", ["arrays-3ch-train-float", "arrays-3ch-train-float-mixed"])
+@pytest.mark.parametrize("name", ["arrays-3ch-train-float", "arrays-3ch-train-float-mixed",
+                                  "arrays-3ch-train-float-views-mixed"])
 def test_render_reproduces_a_batch_and_keeps_its_choices(sources, backend, name, tmp_path):
     loader = _loader(sources, name, backend, tmp_path)
     batch = next(iter(loader))
-    again = loader.render(batch.index, batch.magnitude, epoch=batch.epoch)
+    view = batch.view  # None with one view; a multi-view batch is rendered view by view
+    assert (view is None) == (loader.views == 1)
+    again = loader.render(batch.index, batch.magnitude, epoch=batch.epoch, view=view)
     assert torch.equal(again.images, batch.images) and torch.equal(again.ops, batch.ops)
     if loader.mix is not None:  # the mixed and erased batch, bit for bit, and its soft targets
         assert (batch.lam < 1).any() and (batch.erased[:, :, 2] > 0).any()
         for field in MIX_FIELDS:
             assert torch.equal(getattr(again, field), getattr(batch, field)), field
-        plain = loader.render(batch.index, batch.magnitude, epoch=batch.epoch, mix=False)
+        plain = loader.render(batch.index, batch.magnitude, epoch=batch.epoch, mix=False, view=view)
         assert plain.lam is None and not torch.equal(plain.images, batch.images)
-    weak = loader.render(batch.index, 0.0, epoch=batch.epoch)
+    weak = loader.render(batch.index, 0.0, epoch=batch.epoch, view=view)
     assert torch.equal(weak.ops, batch.ops) and torch.all(weak.mags == 0) and torch.all(weak.magnitude == 0)
-    half = loader.render(batch.index, batch.magnitude / 2, epoch=batch.epoch)
+    half = loader.render(batch.index, batch.magnitude / 2, epoch=batch.epoch, view=view)
     torch.testing.assert_close(half.mags, batch.mags / 2)  # same ops and signs, half the strength
     with pytest.raises(ValueError, match="indices"):
         loader.render([len(loader.dataset)])

@@ -20,7 +20,7 @@ import torch
 
 # Every per-sample tensor field, in pytree order; epoch and step are context.
 TENSOR_FIELDS = ("images", "labels", "index", "magnitude", "ops", "mags", "weight", "difficulty", "gated",
-                 "targets", "lam", "mix_index", "mix_box", "erased")
+                 "targets", "lam", "mix_index", "mix_box", "erased", "view")
 
 
 @dataclass(eq=False)
@@ -49,6 +49,9 @@ class Batch:
         mix_box: int32 (N, 4) CutMix box (y1, y2, x1, x2); zeros otherwise.
         erased: int32 (N, R, 4) erased rectangles (top, left, h, w), h = 0
             for none; None without erasing.
+        view: int64 (N,) which view of its sample a row is, for a loader
+            with views=k (rows view-major: view v of the batch's samples is
+            rows v*n..(v+1)*n-1, n = size // k); None for one view.
     """
 
     images: torch.Tensor
@@ -67,6 +70,7 @@ class Batch:
     mix_index: torch.Tensor | None = None
     mix_box: torch.Tensor | None = None
     erased: torch.Tensor | None = None
+    view: torch.Tensor | None = None
 
     # -------------------------------------------------- the (images, labels) pair
     def __iter__(self):
@@ -106,6 +110,14 @@ class Batch:
         if not torch.cuda.is_available():
             return self
         return self.apply(lambda t: t if t.is_cuda else t.pin_memory())
+
+    @staticmethod
+    def concat(batches: list["Batch"]) -> "Batch":
+        """The rows of several batches of one epoch and step, in order (every field they all carry)."""
+        first = batches[0]
+        fields = {k: torch.cat([getattr(b, k) for b in batches]) for k in _present(first)
+                  if all(getattr(b, k) is not None for b in batches)}
+        return Batch(**fields, epoch=first.epoch, step=first.step)
 
     def subset(self, keep) -> "Batch":
         """The samples selected by a bool mask or an index tensor, every field consistent."""

@@ -216,7 +216,8 @@ class TeacherGate:
         logits = self.teacher.logits(batch.images)
         clean = None
         if REGISTRY[self.metric].needs_clean:
-            clean = self.teacher.logits(loader.render(batch.index, 0.0, epoch=batch.epoch, mix=False).images)
+            clean = self.teacher.logits(loader.render(batch.index, 0.0, epoch=batch.epoch, mix=False,
+                                                      view=batch.view).images)
         s = score(self.metric, logits, batch.labels, clean)
         if batch.lam is not None and bool((batch.lam < 1).any()):
             # a mixed sample is judged against its soft target: λ·score(own label) + (1-λ)·score(partner's),
@@ -247,7 +248,8 @@ class TeacherGate:
         used = batch.magnitude.cpu().numpy()[rows].astype(np.float64)
         weaker = used / 2 if self.fallback == "half" else np.minimum(used, self.fallback)
         # the fallback view is unmixed and unerased: those are the batch-level strength a hard sample sheds too
-        view = loader.render(batch.index.cpu().numpy()[rows], magnitude=weaker, epoch=batch.epoch, mix=False)
+        view = loader.render(batch.index.cpu().numpy()[rows], magnitude=weaker, epoch=batch.epoch, mix=False,
+                             view=None if batch.view is None else batch.view.cpu().numpy()[rows])
         at = torch.from_numpy(rows)
 
         def swap(field, new):

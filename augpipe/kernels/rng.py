@@ -50,3 +50,12 @@ def uniform_by_index(seed, epoch, indices, counter):
     for i in range(len(indices)):
         out[i] = uniform(sample_key(np.uint64(seed), np.uint64(epoch), np.uint64(indices[i])), np.uint64(counter))
     return out
+
+
+def view_seed(seed: int, view: int) -> int:
+    """The planner seed of view `view` of a multi-view loader: the run's seed for view 0 (so a one-view loader
+    plans as before), an independent stream for each further view (63 bits: seeds are int64 in the planner)."""
+    if view == 0:
+        return int(seed)
+    with np.errstate(over="ignore"):  # uint64 wrap-around is intended
+        return int(splitmix64(np.uint64(seed) ^ (np.uint64(view) * _GOLDEN)) >> np.uint64(1))
