@@ -96,6 +96,11 @@ class Loader:
             seed `augpipe.kernels.rng.view_seed(seed, v)` for its crop, flip,
             ops, mixing and erasing. Each view runs its own backend pipeline
             (k times the workers); see docs/mixing.md.
+        repeats: repeated augmentation (timm's RepeatAugSampler, DeiT): each
+            epoch covers 1/k of the dataset, each of those samples on k ranks
+            with k different plans, the epoch length kept. Needs a world size
+            that is a multiple of k (rank r holds copy r % k, planned from
+            view_seed(seed, copy)); for k copies in one process use views=k.
         cap_store: how per-sample caps are kept: "float" (4 bytes per sample,
             exact), "byte" (1 byte per sample, each cap rounded down to a
             multiple of 1/8: 1 GB per process at 10^9 samples) or "auto"
@@ -115,9 +120,11 @@ class Loader:
                  mean=None, std=None, num_workers: int = 2, on_error: str = "raise",
                  rank: int | None = None, world_size: int | None = None, prefetch_factor: int = 2,
                  backend_options: dict | None = None, gate=None, mix: Mixing | None = None,
-                 erase: RandomErasing | None = None, cap_store: str = "auto", views: int = 1):
+                 erase: RandomErasing | None = None, cap_store: str = "auto", views: int = 1,
+                 repeats: int = 1):
         batch_size = check_int("batch_size", batch_size, 1)
         self.views = check_int("views", views, 1)
+        self.repeats = check_int("repeats", repeats, 1)
         if backend not in backends.names():
             raise ValueError(f"unknown backend {backend!r}; choose one of {backends.names()}")
         if output not in ("uint8", "float"):
@@ -156,6 +163,16 @@ class Loader:
         self.prefetch_factor = prefetch_factor
         self.on_error = on_error
         self.rank, self.world_size = _shard_of(rank, world_size)
+        if self.world_size % self.repeats:
+            raise ValueError(f"repeats={self.repeats} puts each sample's copies on {self.repeats} different ranks: it "
+                             f"needs a world size that is a multiple of it, got world_size={self.world_size} (for "
+                             f"copies within one process, use views={self.repeats})")
+        if self.repeats > 1 and self.dataset.streaming:
+            raise ValueError("repeats > 1 needs the Loader's own sample order; a streaming source's order is "
+                             "litdata's (use views=k for planned copies)")
+        # this rank's copy (repeats) and views, each planned from its own seed; copy 0, view 0 is the seed itself
+        copy = self.rank % self.repeats
+        self.view_seeds = [view_seed(int(seed), copy * self.views + v) for v in range(self.views)]
         if backend == "auto":
             backend = "ffcv" if self.dataset.beton is not None else "torch"
         if cap_store == "auto" and backend == "ffcv":
@@ -172,20 +189,19 @@ class Loader:
         self._elastic = None  # an epoch resumed on another world size (streaming sources): see load_state_dict
         self._orders: dict = {}  # streaming sources: the last epochs' orders (litdata computes them)
         self.backend_options = dict(backend_options or {})
-        if self.views > 1 and self.backend_options.get("order") is not None:
-            raise ValueError("views > 1 needs the Loader's sample order in every view: drop backend_options "
+        if (self.views > 1 or self.repeats > 1) and self.backend_options.get("order") is not None:
+            raise ValueError("views > 1 and repeats > 1 need the Loader's sample order: drop backend_options "
                              f"order={self.backend_options['order']!r} (FFCV's own order is seeded per pipeline)")
         self.backend = backend
         self.context = BackendContext(
             source=self.dataset, policy=(self.policy if self.train else Identity()).lower(), crop=self.crop,
-            knob=self.knob, seed=self.seed, batch_size=self.batch_size, num_batches=len(self), order=self.indices,
+            knob=self.knob, seed=self.view_seeds[0], batch_size=self.batch_size, num_batches=len(self), order=self.indices,
             channels=channels, device=self.device, output=self.output, mean=self.mean, std=self.std,
             num_workers=self.num_workers, prefetch_factor=self.prefetch_factor, on_error=self.on_error,
             errors=self.errors, options=self.backend_options, rank=self.rank, world_size=self.world_size,
             drop_last=self.drop_last, defer_normalize=mix is not None or erase is not None)
         self._backend = backends.make_backend(self.backend, self.context)
         # further views: the same samples, order, knob and caps, planned from their own seeds
-        self.view_seeds = [view_seed(self.seed, v) for v in range(self.views)]
         self._contexts = [self.context] + [dataclasses.replace(self.context, seed=s) for s in self.view_seeds[1:]]
         self._backends = [self._backend] + [backends.make_backend(self.backend, c) for c in self._contexts[1:]]
         self._gate = None
@@ -364,6 +380,10 @@ class Loader:
             return self._streaming_order(epoch)
         n = len(self.dataset)
         order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
+        if self.repeats > 1:  # k ranks share a group's samples; groups split the order; the length is kept
+            groups = self.world_size // self.repeats
+            per_rank = n // self.world_size if self.drop_last else -(-n // self.world_size)
+            return order[self.rank // self.repeats::groups][:per_rank].astype(np.int64)
         if self.world_size > 1:
             per_rank = n // self.world_size if self.drop_last else -(-n // self.world_size)
             total = per_rank * self.world_size
@@ -438,7 +458,8 @@ class Loader:
         them) load under torch.load(weights_only=True)."""
         state = {"epoch": self.epoch, "step": self._step, "seed": self.seed, "magnitude": float(self.magnitude),
                  "caps": torch.from_numpy(self.knob.raw_caps.copy()), "world_size": self.world_size, "rank": self.rank,
-                 "num_samples": len(self.dataset), "batch_size": self.batch_size, "views": self.views}
+                 "num_samples": len(self.dataset), "batch_size": self.batch_size, "views": self.views,
+                 "repeats": self.repeats}
         # where the epoch stands globally, so that a streaming source resumes on another world size
         e = self._elastic if self._elastic is not None and self._elastic["epoch"] == self.epoch else None
         stride = self.batch_size * self.world_size
@@ -484,8 +505,10 @@ class Loader:
             mine = len(self.dataset) if key == "num_samples" else getattr(self, key)
             if state[key] != mine:
                 raise ValueError(f"state was saved with {key}={state[key]}, this loader has {mine}")
-        if state.get("views", 1) != self.views:
-            raise ValueError(f"state was saved with views={state.get('views', 1)}, this loader has views={self.views}")
+        for key in ("views", "repeats"):
+            if state.get(key, 1) != getattr(self, key):
+                raise ValueError(f"state was saved with {key}={state.get(key, 1)}, this loader has "
+                                 f"{key}={getattr(self, key)}")
         if state["seed"] != self.seed:
             raise ValueError(f"state was saved with seed={state['seed']}, this loader has seed={self.seed}")
         if self.dataset.streaming and state.get("fingerprint", self.dataset.fingerprint()) != self.dataset.fingerprint():

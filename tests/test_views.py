@@ -1,4 +1,5 @@
-"""Multi-view batches (`Loader(views=k)`): k differently planned views of each sample per batch.
+"""Multi-view batches (`Loader(views=k)`): k differently planned views of each sample per batch; and
+repeated augmentation (`Loader(repeats=k)`): each sample on k ranks with k plans, the epoch length kept.
 
 View 0 is exactly a one-view loader's batch; view v is a one-view pipeline planned from
 `view_seed(seed, v)` over the same samples; batches do not depend on the worker count and resume
@@ -97,5 +98,46 @@ def test_bad_views_are_named(data):
         loader.render([0, 1], view=2)
     with pytest.raises(ValueError, match="one int per index"):
         loader.render([0, 1], view=[0, 1, 1])
-    with pytest.raises(ValueError, match="views > 1 needs the Loader's sample order"):
+    with pytest.raises(ValueError, match="views > 1 and repeats > 1 need the Loader's sample order"):
         ap.Loader(data, views=2, backend="ffcv", backend_options={"order": "random"})
+
+
+def _ranks(data, world, **kw):
+    return [ap.Loader(data, batch_size=10, num_workers=0, seed=4, rank=r, world_size=world, **kw)
+            for r in range(world)]
+
+
+@pytest.mark.parametrize("world,k", [(2, 2), (4, 2), (3, 3)])
+def test_repeats_put_each_sample_on_k_ranks_with_k_plans_and_keep_the_epoch_length(data, world, k):
+    plain, rep = _ranks(data, world), _ranks(data, world, repeats=k)
+    assert [len(x) for x in rep] == [len(x) for x in plain]  # the epoch length is kept
+    epoch = [list(x) for x in rep]
+    index = [torch.cat([b.index for b in e]) for e in epoch]
+    n = len(index[0])
+    seen = torch.cat(index)
+    assert len(torch.unique(seen)) == len(seen) // k  # 1/k of the samples, each exactly k times
+    assert all(int(c) == k for c in torch.unique(seen, return_counts=True)[1])
+    for r in range(world):
+        partner = r - r % k  # the group's copy 0
+        assert torch.equal(index[r], index[partner]) and n == len(index[r])
+        if r % k:  # the same samples at the same steps, planned differently
+            ops = torch.cat([b.ops for b in epoch[r]])
+            assert not torch.equal(ops, torch.cat([b.ops for b in epoch[partner]]))
+    # copy 0 plans as a plain loader would; copy c as view_seed(seed, c)
+    b0, b1 = next(iter(rep[0])), next(iter(rep[1]))
+    ref0 = plain[0].render(b0.index, epoch=b0.epoch)
+    assert torch.equal(b0.images, ref0.images) and torch.equal(b0.ops, ref0.ops)
+    other = ap.Loader(data, batch_size=10, num_workers=0, seed=view_seed(4, 1), shuffle=False)
+    assert torch.equal(b1.images, other.render(b1.index, epoch=b1.epoch).images)
+    assert rep[0].state_dict()["repeats"] == k
+    with pytest.raises(ValueError, match=f"repeats={k}, this loader has repeats=1"):
+        plain[0].load_state_dict(rep[0].state_dict())
+
+
+def test_bad_repeats_are_named(data):
+    with pytest.raises(ValueError, match="multiple of it, got world_size=3"):
+        ap.Loader(data, repeats=2, rank=0, world_size=3, num_workers=0)
+    with pytest.raises(ValueError, match="use views=2"):
+        ap.Loader(data, repeats=2, num_workers=0)
+    with pytest.raises(ValueError, match="repeats"):
+        ap.Loader(data, repeats=0, num_workers=0)
