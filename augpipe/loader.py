@@ -8,6 +8,7 @@ and gets batches back.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, Iterator
 
 import numpy as np
@@ -200,12 +201,19 @@ class Loader:
             num_workers=self.num_workers, prefetch_factor=self.prefetch_factor, on_error=self.on_error,
             errors=self.errors, options=self.backend_options, rank=self.rank, world_size=self.world_size,
             drop_last=self.drop_last, defer_normalize=mix is not None or erase is not None)
-        self._backend = backends.make_backend(self.backend, self.context)
         # further views: the same samples, order, knob and caps, planned from their own seeds
         self._contexts = [self.context] + [dataclasses.replace(self.context, seed=s) for s in self.view_seeds[1:]]
-        self._backends = [self._backend] + [backends.make_backend(self.backend, c) for c in self._contexts[1:]]
+        if mix is not None or erase is not None or self.views > 1:
+            for v, c in enumerate(self._contexts):
+                c.stage = functools.partial(self._stage, v)
+        self._backends = [backends.make_backend(self.backend, c) for c in self._contexts]
         self._gate = None
         self.gate = gate
+
+    @property
+    def _backend(self):
+        """View 0's backend (the only one with views=1)."""
+        return self._backends[0]
 
     # ------------------------------------------------------------ the knob
     @property
@@ -328,6 +336,10 @@ class Loader:
                              f"got {int(v.min())}..{int(v.max())}")
         return v
 
+    def _stage(self, view: int, batch: Batch) -> Batch:
+        """The batch-level stage of a view's batches (BackendContext.stage): mixing, erasing, the view's rows."""
+        return self._with_view(self._mix_and_erase(batch, True, view), view)
+
     def _with_view(self, batch: Batch, v: int) -> Batch:
         if self.views == 1:
             return batch
@@ -429,7 +441,8 @@ class Loader:
         streams = [b.iterate(epoch, self._step) for b in self._backends]
         for parts in zip(*streams):
             self._step += 1
-            parts = [self._with_view(self._mix_and_erase(b, True, v), v) for v, b in enumerate(parts)]
+            parts = [b if c.stage is None or getattr(be, "applies_stage", False) else c.stage(b)
+                     for b, c, be in zip(parts, self._contexts, self._backends)]
             batch = parts[0] if self.views == 1 else Batch.concat(parts)
             if self._gate is not None:
                 batch = self._gate(batch, self)

@@ -204,7 +204,8 @@ def test_gate_judges_mixed_samples_against_their_soft_target_and_falls_back_unmi
     teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, C))
     gate = ap.TeacherGate(teacher, metric="p_true", threshold=0.1, action="fallback")
     loader = ap.Loader(grey, batch_size=64, seed=4, num_workers=0, mix=ap.MixUp(1.0), output="float", gate=gate)
-    raw = loader._mix_and_erase(next(iter(loader._backend.iterate(0, 0))))
+    raw = next(iter(loader._backend.iterate(0, 0)))  # mixed (the torch backend applies the stage), not gated
+    assert raw.lam is not None and raw.gated is None
     batch = next(iter(loader))
     with torch.no_grad():
         p = torch.softmax(gate.teacher.logits(raw.images).float(), 1)

@@ -78,6 +78,10 @@ class _Requests(Sampler):
 class TorchBackend:
     """Builds batches in `num_workers` threads or DataLoader processes."""
 
+    # the Loader's batch-level stage (mixing, erasing, deferred normalisation) runs in the worker threads,
+    # in parallel like the rest of the batch, instead of after them in the consumer's thread
+    applies_stage = True
+
     def __init__(self, ctx: BackendContext):
         unknown = set(ctx.options) - OPTIONS
         if unknown:
@@ -139,13 +143,13 @@ class TorchBackend:
             return
         if self.ctx.num_workers == 0:
             for request in self.ctx.requests(epoch, start):
-                yield self._finish(self.builder[request])
+                yield self._staged(self._finish(self.builder[request]))
             return
         loader = self._loader()
         self._sampler.epoch, self._sampler.start = epoch, start
         try:
             for part in iter(loader):
-                yield self._finish(part)
+                yield self._staged(self._finish(part))
         except Exception:
             self.close()  # a worker failed: stop them now, not at garbage collection
             raise
@@ -154,13 +158,14 @@ class TorchBackend:
         """In-order results of up to num_workers * prefetch_factor requests in flight."""
         requests = self.ctx.requests(epoch, start)
         depth = self.ctx.num_workers * self.ctx.prefetch_factor
-        pending = deque(self._pool.submit(self.builder.__getitem__, r) for r in itertools.islice(requests, depth))
+        pending = deque(self._pool.submit(self._build, r) for r in itertools.islice(requests, depth))
         try:
             while pending:
-                part = pending.popleft().result()
+                batch, skipped = pending.popleft().result()
                 for request in itertools.islice(requests, 1):
-                    pending.append(self._pool.submit(self.builder.__getitem__, request))
-                yield self._finish(part)
+                    pending.append(self._pool.submit(self._build, request))
+                self.ctx.errors.extend(skipped)  # in batch order, from the consumer's thread
+                yield batch
         finally:
             for future in pending:  # an abandoned epoch: drop what was queued
                 future.cancel()
@@ -168,6 +173,16 @@ class TorchBackend:
     def close(self) -> None:
         """Stop the persistent worker processes (they restart on the next iteration)."""
         _shutdown(self._dataloader)
+
+    def _build(self, request) -> tuple[Batch, list]:
+        """A worker thread's whole share: the batch, finished and staged; its skipped files go to the errors
+        from the consumer's thread."""
+        part = self.builder[request]
+        skipped, part["skipped"] = part["skipped"], []
+        return self._staged(self._finish(part)), skipped
+
+    def _staged(self, batch: Batch) -> Batch:
+        return batch if self.ctx.stage is None else self.ctx.stage(batch)
 
     def _finish(self, part: dict) -> Batch:
         ctx = self.ctx

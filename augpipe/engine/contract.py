@@ -90,6 +90,10 @@ class BackendContext:
         defer_normalize: `finish` hands out uint8 images even for
             output="float"; the Loader normalises them in its batch-level
             stage (mixing, erasing), fused with it (engine/mixing.py).
+        stage: that batch-level stage, Batch -> Batch (None: nothing to do),
+            a pure function of the batch. The Loader applies it to what a
+            backend yields, unless the backend has `applies_stage = True`
+            and applies it itself, e.g. in its worker threads.
     """
 
     source: Source
@@ -114,6 +118,7 @@ class BackendContext:
     world_size: int = 1
     drop_last: bool = True
     defer_normalize: bool = False
+    stage: Callable | None = None
 
     def __post_init__(self):
         mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
