@@ -103,7 +103,7 @@ def execute(images: torch.Tensor, plan: MixPlan, erasing: RandomErasing | None, 
             scale = normalize.norm_scale.reshape(-1).cpu().numpy()
             shift = normalize.norm_shift.reshape(-1).cpu().numpy()
             fill = float(erasing.fill) if erasing is not None else 0.0
-            normalize_mix(images.numpy(), out.numpy(), scale, shift, plan.kind, plan.lam, plan.box, plan.rects, fill)
+            normalize_mix(images.contiguous().numpy(), out.numpy(), scale, shift, plan.kind, plan.lam, plan.box, plan.rects, fill)
             return out
         images = normalize.normalize(images)
     if erasing is not None:

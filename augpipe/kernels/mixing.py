@@ -1,10 +1,11 @@
 """In-place MixUp / CutMix / constant erasing on CPU batches, and the uint8 ->
 float normalisation, alone or fused with them (numba, GIL-free).
 
-A pair (i, n-1-i) is mixed row by row: both original rows are copied to
-small float32 buffers before either is written, so each side mixes with its
-partner's unmixed image without a copy of the batch; CutMix-only pairs touch
-the rows of their boxes alone.
+uint8 batches (`mix_pairs`): a pair (i, n-1-i) is mixed row by row, both
+original rows copied to small float32 buffers before either is written, so
+each side mixes with its partner's unmixed image without a copy of the batch.
+float output (`normalize_mix`): whole channel planes, one flat loop each,
+which LLVM vectorises (rows of 32 pixels left it a loop set-up per row).
 Helpers are inlined (inline="always"): a call per row would cost 8x the
 pass itself at 32 px. Arithmetic is torchvision's and timm's: x·λ + x_partner·(1-λ) in float32
 (λ float32, no fused multiply-add: numba compiles without fast-math), rounded
@@ -78,89 +79,92 @@ def erase_const(images, rects, fill):
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _erased_row(rects, i, y):
-    for r in range(rects.shape[1]):
-        if rects[i, r, 2] > 0 and rects[i, r, 0] <= y < rects[i, r, 0] + rects[i, r, 2]:
-            return True
-    return False
-
-
-@njit(nogil=True, cache=True, inline="always")
-def _load(buf, src, i, ch, y, sc, sh, rects, fill):
-    """Row y of sample i, channel ch, normalised (float32(x)·sc + sh: torch's two roundings), then erased."""
-    for x in range(buf.shape[0]):
-        buf[x] = np.float32(src[i, ch, y, x]) * sc + sh
-    for r in range(rects.shape[1]):
-        top, left, h, w = rects[i, r, 0], rects[i, r, 1], rects[i, r, 2], rects[i, r, 3]
-        if h > 0 and top <= y < top + h:
-            for x in range(left, left + w):
-                buf[x] = fill
-
-
-@njit(nogil=True, cache=True, inline="always")
-def _store(dst, i, ch, y, own, other, k, lam, y1, y2, x1, x2):
-    """Row y of output sample i (its kind k, λ, box) from its own and its partner's normalised, erased rows."""
+def _mix_plane(dst, i, src, k, lam, y1, y2, x1, x2, w):
+    """Plane i (a (H*W,) float32 view) of kind k from itself and its partner's unmixed plane `src`, in place.
+    Flat loops LLVM vectorises; the plan's values come in as scalars (loaded inside the loop they stop
+    the vectorising: 8x slower)."""
     if k == MIXUP:
         weight = np.float32(1.0) - lam
-        for x in range(own.shape[0]):
-            dst[i, ch, y, x] = own[x] * lam + other[x] * weight
-    else:
-        for x in range(own.shape[0]):
-            dst[i, ch, y, x] = own[x]
-        if k == CUTMIX and y1 <= y < y2:
+        for p in range(dst.shape[0]):
+            dst[p] = dst[p] * lam + src[p] * weight
+    elif k == CUTMIX:
+        for y in range(y1, y2):
             for x in range(x1, x2):
-                dst[i, ch, y, x] = other[x]
+                dst[y * w + x] = src[y * w + x]
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _store_direct(dst, src, i, j, ch, y, sc, sh, k, lam, y1, y2, x1, x2):
-    """_store on a row without erasing, normalising straight from the uint8 rows (no buffers). The plan's
-    values come in as scalars: loaded inside the loops, they stop LLVM vectorising them (8x slower)."""
-    w = src.shape[3]
+def _direct_plane(dst, src, i, j, ch, sc, sh, k, lam, y1, y2, x1, x2, w):
+    """Channel ch of output sample i, normalised straight from the uint8 planes of i and its partner j
+    (src, dst: (N, C, H*W) views), for pairs without erasing: one pass, no buffer."""
+    hw = src.shape[2]
     if k == MIXUP:
         weight = np.float32(1.0) - lam
-        for x in range(w):
-            dst[i, ch, y, x] = (np.float32(src[i, ch, y, x]) * sc + sh) * lam + \
-                (np.float32(src[j, ch, y, x]) * sc + sh) * weight
+        for p in range(hw):
+            dst[i, ch, p] = (np.float32(src[i, ch, p]) * sc + sh) * lam + \
+                (np.float32(src[j, ch, p]) * sc + sh) * weight
     else:
-        for x in range(w):
-            dst[i, ch, y, x] = np.float32(src[i, ch, y, x]) * sc + sh
-        if k == CUTMIX and y1 <= y < y2:
-            for x in range(x1, x2):
-                dst[i, ch, y, x] = np.float32(src[j, ch, y, x]) * sc + sh
+        for p in range(hw):
+            dst[i, ch, p] = np.float32(src[i, ch, p]) * sc + sh
+        if k == CUTMIX:
+            for y in range(y1, y2):
+                for x in range(x1, x2):
+                    dst[i, ch, y * w + x] = np.float32(src[j, ch, y * w + x]) * sc + sh
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _erased_original(dst, src, i, ch, sc, sh, rects, fill, w):
+    """Plane ch of sample i normalised into dst, then its planned rectangles filled (in place)."""
+    for p in range(src.shape[2]):
+        dst[i, ch, p] = np.float32(src[i, ch, p]) * sc + sh
+    for r in range(rects.shape[1]):
+        top, left, h, width = rects[i, r, 0], rects[i, r, 1], rects[i, r, 2], rects[i, r, 3]
+        for y in range(top, top + h):
+            for x in range(left, left + width):
+                dst[i, ch, y * w + x] = fill
 
 
 @njit(nogil=True, cache=True)
 def normalize_mix(src, dst, scale, shift, kind, lam, box, rects, fill):
-    """uint8 src (N, C, H, W) -> float32 dst in one pass: normalise, erase the planned rectangles with
-    `fill`, mix the pairs (n-1-i) from the erased originals. Equal to torch's normalisation followed by
-    torchvision's RandomErasing and timm's Mixup, without their extra passes over the batch."""
+    """uint8 src (N, C, H, W) -> float32 dst: normalise, erase the planned rectangles with `fill`, mix the
+    pairs (n-1-i) from the erased originals. Equal to torch's normalisation followed by torchvision's
+    RandomErasing and timm's Mixup (the same float32 operations), in whole-plane loops that LLVM
+    vectorises (32-pixel rows left it a loop set-up per row: 3x slower at 32 px). A pair without erasing
+    is one pass from uint8; an erased pair is normalised and erased first, then mixed in place, keeping
+    one side's erased original in a plane-sized buffer when both sides are mixed."""
     n, c, h, w = src.shape
-    a = np.empty(w, np.float32)
-    b = np.empty(w, np.float32)
     fill = np.float32(fill)
+    flat_src, flat = src.reshape((n, c, h * w)), dst.reshape((n, c, h * w))  # both C-contiguous
+    keep = np.empty(h * w, np.float32)
     for i in range((n + 1) // 2):
         j = n - 1 - i
         ki, kj = kind[i], kind[j]
         li, lj = np.float32(lam[i]), np.float32(lam[j])
-        i0, i1, i2, i3 = box[i, 0], box[i, 1], box[i, 2], box[i, 3]
-        j0, j1, j2, j3 = box[j, 0], box[j, 1], box[j, 2], box[j, 3]
         erased = False
         for r in range(rects.shape[1]):
             erased = erased or rects[i, r, 2] > 0 or rects[j, r, 2] > 0
         for ch in range(c):
             sc, sh = np.float32(scale[ch]), np.float32(shift[ch])
-            for y in range(h):
-                if erased and (_erased_row(rects, i, y) or _erased_row(rects, j, y)):
-                    _load(a, src, i, ch, y, sc, sh, rects, fill)
-                    _load(b, src, j, ch, y, sc, sh, rects, fill)
-                    _store(dst, i, ch, y, a, b, ki, li, i0, i1, i2, i3)
-                    if j != i:
-                        _store(dst, j, ch, y, b, a, kj, lj, j0, j1, j2, j3)
-                else:
-                    _store_direct(dst, src, i, j, ch, y, sc, sh, ki, li, i0, i1, i2, i3)
-                    if j != i:
-                        _store_direct(dst, src, j, i, ch, y, sc, sh, kj, lj, j0, j1, j2, j3)
+            if not erased:
+                _direct_plane(flat, flat_src, i, j, ch, sc, sh, ki, li, box[i, 0], box[i, 1], box[i, 2], box[i, 3], w)
+                if j != i:
+                    _direct_plane(flat, flat_src, j, i, ch, sc, sh, kj, lj, box[j, 0], box[j, 1], box[j, 2],
+                                  box[j, 3], w)
+                continue
+            _erased_original(flat, flat_src, i, ch, sc, sh, rects, fill, w)
+            if j != i:
+                _erased_original(flat, flat_src, j, ch, sc, sh, rects, fill, w)
+            a, b = flat[i, ch], flat[j, ch]
+            if j == i:  # the middle sample of an odd batch is its own partner
+                _mix_plane(a, i, a, ki, li, box[i, 0], box[i, 1], box[i, 2], box[i, 3], w)
+            elif ki != 0 and kj != 0:
+                keep[:] = b  # j's erased original, for i after j is mixed
+                _mix_plane(b, j, a, kj, lj, box[j, 0], box[j, 1], box[j, 2], box[j, 3], w)
+                _mix_plane(a, i, keep, ki, li, box[i, 0], box[i, 1], box[i, 2], box[i, 3], w)
+            elif ki != 0:
+                _mix_plane(a, i, b, ki, li, box[i, 0], box[i, 1], box[i, 2], box[i, 3], w)
+            elif kj != 0:
+                _mix_plane(b, j, a, kj, lj, box[j, 0], box[j, 1], box[j, 2], box[j, 3], w)
 
 
 @njit(nogil=True, cache=True)

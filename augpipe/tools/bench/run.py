@@ -117,17 +117,18 @@ def run(images: int = 61440, workers: int = 2, batch: int = 256, magnitude: floa
     args = {"images": images, "workers": workers, "batch": batch, "magnitude": magnitude, "channels": channels,
             "data_root": root, "mix": mix}
     names = list(rows_for(backend, data, mix))
-    results = {}
+    measured = {name: [] for name in names}
     with tqdm(total=len(names) * repeats, desc="bench", unit="run", file=sys.stderr) as bar:
-        for name in names:
-            runs = []
-            for _ in range(repeats):
-                runs.append(_measure(backend, data, name, args))
+        for _ in range(repeats):  # rounds of every row: a machine that drifts over minutes biases no row
+            for name in names:
+                measured[name].append(_measure(backend, data, name, args))
                 bar.update()
-            runs.sort(key=lambda r: r["images_per_s"])
-            results[name] = {"median_images_per_s": runs[len(runs) // 2]["images_per_s"],
-                             "all_images_per_s": [r["images_per_s"] for r in runs],
-                             "peak_pss_gib": max(r["peak_pss_gib"] for r in runs)}
+    results = {}
+    for name, runs in measured.items():
+        order = sorted(runs, key=lambda r: r["images_per_s"])
+        results[name] = {"median_images_per_s": order[len(order) // 2]["images_per_s"],
+                         "all_images_per_s": [r["images_per_s"] for r in runs],
+                         "peak_pss_gib": max(r["peak_pss_gib"] for r in runs)}
     command = command or "augpipe bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     baseline = BASELINES[data] if not mix else MIX_BASELINE
     base = results.get(baseline, {}).get("median_images_per_s")
@@ -140,7 +141,7 @@ def run(images: int = 61440, workers: int = 2, batch: int = 256, magnitude: floa
         f"command: {command}",
         f"machine: {machine()}",
         f"data: {what}; batch {batch}; {workers} workers; RandAugment(num_ops=2, magnitude={magnitude:g}); "
-        f"{images} images timed per run after warm-up, median of {repeats}",
+        f"{images} images timed per run after warm-up, median of {repeats} (rows measured in turn, round by round)",
         "",
         f"| {'pipeline':<{wide}} | {'images/s':>9} | {'peak PSS GiB':>12} | {'vs ' + baseline:>{ratio_w}} |",
         f"|{'-' * (wide + 2)}|{'-' * 10}:|{'-' * 13}:|{'-' * (ratio_w + 1)}:|",
