@@ -209,6 +209,24 @@ def test_torchrun_two_cpu_processes_train_evaluate_and_prune(tmp_path):
         assert len(r["mask_digests"]) == 2 and r["mask_digests"][0] == r["mask_digests"][1]
 
 
+def test_torchrun_repeated_augmentation_serves_each_sample_on_both_ranks(tmp_path):
+    """`augpipe train --repeats 2` under torchrun (DeiT's repeated augmentation): both ranks see the same
+    256 of the 512 samples in an epoch, in the same order, another 256 the next epoch; the epoch length
+    is that of a run without repeats."""
+    run = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "augpipe"]
+    out = tmp_path / "ra"
+    subprocess.run([*run, "train", *TINY, "--val-size", "128", "--epochs", "2", "--repeats", "2",
+                    "--record-indices", "--out", str(out)], env=ENV, cwd=tmp_path, check=True, timeout=300)
+    seen = [np.load(out / f"indices-rank{r}.npy") for r in (0, 1)]
+    firsts = []
+    for epoch in (0, 1):
+        orders = [s[s[:, 0] == epoch, 1] for s in seen]
+        assert len(orders[0]) == 256 and np.array_equal(orders[0], orders[1]) and len(set(orders[0])) == 256
+        firsts.append(set(orders[0].tolist()))
+    assert firsts[0] != firsts[1]
+    assert json.loads((out / "report.json").read_text())["config"]["repeats"] == 2
+
+
 def test_import_augpipe_stays_light_and_help_lists_the_commands(capsys):
     code = """
 import sys

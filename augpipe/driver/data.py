@@ -96,15 +96,15 @@ def make_data(data: str, train_size: int | None = None, val_size: int = 0, seed:
 
 
 def make_loaders(data: Data, *, batch_size: int, magnitude: float, seed: int, workers: int, policy="randaugment",
-                 size=None, device="cpu", mix=None, erase=None):
+                 size=None, device="cpu", mix=None, erase=None, repeats: int = 1):
     """(train, val or None, test or None) augpipe Loaders; evaluation ones use
     train=False (no augmentation, no shuffle, every sample). `mix`/`erase`
-    go to the training loader."""
+    and `repeats` (repeated augmentation) go to the training loader."""
     from ..loader import Loader
 
     common = dict(num_workers=workers, output="float", size=size, device=device, seed=seed)
     train = Loader(data.train, batch_size=batch_size, policy=policy, magnitude=magnitude, train=True, mix=mix,
-                   erase=erase, **common)
+                   erase=erase, repeats=repeats, **common)
     evals = [eval_loader(s, workers=workers, size=size, device=device) if s is not None else None
              for s in (data.val, data.test)]
     return train, evals[0], evals[1]

@@ -199,6 +199,9 @@ def _mixing_args(t) -> None:
     g.add_argument("--recount", type=int, default=None, help="erased rectangles per sample (default 1)")
     g.add_argument("--erase-follow", choices=("prob",), default=None,
                    help="erasing probability follows the sample's magnitude / 30 (default: fixed)")
+    g.add_argument("--repeats", type=int, default=None, metavar="K",
+                   help="repeated augmentation (DeiT's --repeated-aug, timm's RepeatAugSampler): each epoch 1/K of "
+                        "the samples, each on K ranks with K plans; torchrun's world size a multiple of K")
 
 
 def _gate_args(t) -> None:

@@ -36,7 +36,8 @@ def _setup(cfg: dict, command: str):
     device = torch.device(cfg["device"]) if cfg.get("device") not in (None, "auto") else distributed.default_device()
     loaders = make_loaders(data, batch_size=cfg["batch_size"], magnitude=cfg.get("magnitude_start", 0.0),
                            seed=cfg["seed"], workers=cfg["workers"], policy=_policy(cfg), size=cfg["size"],
-                           device=device, **dict(zip(("mix", "erase"), mixing_from(cfg))))
+                           device=device, repeats=cfg.get("repeats") or 1,
+                           **dict(zip(("mix", "erase"), mixing_from(cfg))))
     return out, data, device, loaders
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..core.checks import check_int
 from ..kernels.rng import uniform_by_index
-from .online import ACTIONS, TeacherGate, check_fallback
+from .online import TeacherGate
 
 _DOMAIN = 0x52414E44  # "RAND": keeps these draws apart from the planner's streams of the same seed
 
@@ -42,15 +42,11 @@ class RandomGate(TeacherGate):
 
     def __init__(self, rate, action: str = "fallback", fallback=0.0, seed: int = 0):
         self.rates = _rates(rate)
-        if action not in ACTIONS:
-            raise ValueError(f"unknown action {action!r}; choose one of {', '.join(ACTIONS)}")
-        fallback = check_fallback(fallback)
-        check_int("seed", seed, 0)
-        self.metric, self.threshold, self.keep_ratio = "p_true", None, None
-        self.action, self.fallback, self.feedback, self.seed = action, fallback, None, seed
-        self.teacher = None
-        self.batches = self.samples = self.gated = 0
-        self.per_epoch: dict[int, list[int]] = {}
+        self.seed = check_int("seed", seed, 0)
+        # no teacher and no threshold: the draws and the rate decide (score, _hard below); the actions,
+        # their checks and the counts are TeacherGate's own
+        self.metric, self.threshold, self.keep_ratio, self.teacher = "p_true", None, None, None
+        self._init_actions(action, fallback, None)
         self._epoch = 0
 
     def bind(self, loader) -> None:

@@ -158,15 +158,19 @@ class TeacherGate:
         if keep_ratio is not None and (isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float))
                                        or not 0 < keep_ratio <= 1):
             raise ValueError(f"keep_ratio must be a number in (0, 1], got {keep_ratio!r}")
+        self.threshold = None if threshold is None else float(threshold)
+        self.keep_ratio = None if keep_ratio is None else float(keep_ratio)
+        self._init_actions(action, fallback, feedback)
+        self.teacher = Teacher(teacher, mean=mean, std=std, device=device, amp=amp, output_key=output_key)
+
+    def _init_actions(self, action: str, fallback, feedback) -> None:
+        """What every gate has, whatever scores it (RandomGate calls this too): the action, its checks, counts."""
         if action not in ACTIONS:
             raise ValueError(f"unknown action {action!r}; choose one of {', '.join(ACTIONS)}")
         fallback = check_fallback(fallback)
         if feedback is not None and not isinstance(feedback, CapFeedback):
             raise TypeError(f"feedback must be a CapFeedback or None, got {type(feedback).__name__}")
-        self.threshold = None if threshold is None else float(threshold)
-        self.keep_ratio = None if keep_ratio is None else float(keep_ratio)
         self.action, self.fallback, self.feedback = action, fallback, feedback
-        self.teacher = Teacher(teacher, mean=mean, std=std, device=device, amp=amp, output_key=output_key)
         self.batches = self.samples = self.gated = 0
         self.per_epoch: dict[int, list[int]] = {}  # epoch -> [samples scored, samples gated] on this rank
 
