@@ -74,7 +74,8 @@ def test_every_planned_command_parses_with_the_driver(tmp_path, monkeypatch):
     runs += c_teacher.teacher_runs() + c_teacher.student_runs(list(c_teacher.arms(0)))
     assert len(runs) == 48 + 5 + 9 * 5  # seed 0's teacher retrained too (PLAN.md amendment 3)
     a = [r for regime in pilot.REGIMES for r in a_sweep.runs_for(regime)]
-    assert all(len(a_sweep.runs_for(regime)) == 5 * (5 * 3 + 3) for regime in ("cnn2-2k", "resnet20-2k", "cnn2-8k"))
+    # width 0.25 five seeds, the three larger widths three (PLAN.md amendment 5); five arms each
+    assert all(len(a_sweep.runs_for(regime)) == 5 * (5 + 3 * 3) for regime in ("cnn2-2k", "resnet20-2k", "cnn2-8k"))
     assert sum(1 for out, _ in a_sweep.runs_for("cnn2-2k") if out.is_relative_to(pilot.RUNS)) == 12  # reused
     runs += a
     for out, argv in runs:
