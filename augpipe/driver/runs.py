@@ -108,14 +108,7 @@ def run_train(cfg: dict, command: str) -> dict:
     report = {"command": command, "config": cfg, "model": model_arch(model), "params": count_params(model),
               "macs": count_macs(model, example)[0], "world_size": distributed.world_size(),
               "history": history.epochs, "cpu": cpu_model(), **gating}
-    for name, ld in (("val", val), ("test", test)):
-        if ld is not None:
-            report[name] = evaluate(model, ld, device)
-    # Memorisation diagnostic: accuracy on the training images without augmentation, and its gap to val.
-    report["train_clean"] = evaluate(model, eval_loader(data.train, workers=cfg["workers"], size=cfg["size"],
-                                                         device=device), device)
-    if "val" in report:
-        report["train_val_gap"] = report["train_clean"]["accuracy"] - report["val"]["accuracy"]
+    report.update(_evaluations(model, val, test, data, cfg, device))
     if history.epochs:
         tail = history.epochs[-min(3, len(history.epochs)):]
         report["images_per_s"] = float(np.mean([e["images_per_s"] for e in tail])) * distributed.world_size()
@@ -129,6 +122,17 @@ def run_train(cfg: dict, command: str) -> dict:
                    + (f", test acc {acc:.4f}" if acc is not None else ""))
     _finish(out, report)
     return report
+
+
+def _evaluations(model, val, test, data, cfg: dict, device) -> dict:
+    """The final model's val and test results, and the memorisation diagnostic: accuracy on the training
+    images without augmentation (train_clean) and its gap to val."""
+    out = {name: evaluate(model, ld, device) for name, ld in (("val", val), ("test", test)) if ld is not None}
+    out["train_clean"] = evaluate(model, eval_loader(data.train, workers=cfg["workers"], size=cfg["size"],
+                                                      device=device), device)
+    if "val" in out:
+        out["train_val_gap"] = out["train_clean"]["accuracy"] - out["val"]["accuracy"]
+    return out
 
 
 def _policy(cfg: dict):
@@ -261,13 +265,7 @@ def run_prune(cfg: dict, command: str) -> dict:
               "schedule": schedule.to_dict() if isinstance(schedule, CapacitySchedule) else schedule,
               "eval_set": "val" if val is not None else "test", "rounds": rounds,
               "world_size": distributed.world_size(), "cpu": cpu_model()}
-    for name, ld in (("val", val), ("test", test)):
-        if ld is not None:
-            report[name] = evaluate(model, ld, device)
-    report["train_clean"] = evaluate(model, eval_loader(data.train, workers=cfg["workers"], size=cfg["size"],
-                                                         device=device), device)
-    if "val" in report:
-        report["train_val_gap"] = report["train_clean"]["accuracy"] - report["val"]["accuracy"]
+    report.update(_evaluations(model, val, test, data, cfg, device))
     checkpoint.save_model(model, out / MODEL_FILE, config=cfg)
     end = time.perf_counter()
     report["wall_s"] = end - start  # this process
