@@ -6,7 +6,7 @@ STAMP := $(VENV)/.augpipe-installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py csrc/jpeg_box.c scripts/setup.sh
+$(STAMP): pyproject.toml setup.py $(wildcard csrc/*.c) scripts/setup.sh
 	bash scripts/setup.sh
 	touch $(STAMP)
 

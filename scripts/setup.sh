@@ -32,4 +32,4 @@ pip_install --upgrade pip
 pip_install -e ".[dev,dali,ffcv,driver,stream]"  # ffcv builds against the Debian packages above
 .venv/bin/python -c "import augpipe, torch, torchvision; print('augpipe', augpipe.__version__, '| torch', torch.__version__, '| torchvision', torchvision.__version__)"
 # Compile augpipe's kernels once now (numba caches them on disk), so the first real run starts in seconds.
-.venv/bin/augpipe warmup --backends torch,dali
+.venv/bin/augpipe warmup

@@ -1,6 +1,10 @@
 """The FFCV backend, the .beton conversion and the crop/resize kernels."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import ffcv  # noqa: F401  (installed by the setup: a missing FFCV fails here, never skips)
 import numpy as np
 import pytest
@@ -267,3 +271,56 @@ def test_ffcv_leaves_numbas_shared_array_types_writable(fashion_beton):
             pass
     for t in (nb.uint8[::1], nb.uint8[:, ::1], nb.uint64[::1], nb.uint32[::1]):
         assert t.mutable, t
+
+
+FFCV_CODE = """
+import sys
+import augpipe as ap
+from augpipe.backends import ffcv_rows
+first = ap.Loader(sys.argv[1], batch_size=8, magnitude=9, num_workers=2, size=64, backend="ffcv")
+second = ap.Loader(sys.argv[1], batch_size=8, magnitude=3, num_workers=2, size=64, backend="ffcv")
+for loader in (first, second):
+    batch = next(iter(loader))
+print("HITS", ffcv_rows._COMPILED["rows"].cache_hits, ffcv_rows._COMPILED["record"].cache_hits,
+      "COMPILED", len(ffcv_rows._COMPILED))
+"""
+
+
+@pytest.mark.slow
+def test_the_ffcv_stage_is_compiled_once_per_install(photo_beton, tmp_path):
+    """FFCV compiles a stage per Loader; the per-sample work inside it (`ffcv_rows.rows`, `.record`)
+    comes from numba's cache in later processes and is shared by the Loaders of one."""
+    cache = tmp_path / "numba"
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
+
+    def once():
+        done = subprocess.run([sys.executable, "-c", FFCV_CODE, str(photo_beton.path)], capture_output=True, text=True,
+                              env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+        line = next(ln for ln in done.stdout.splitlines() if ln.startswith("HITS")).split()
+        return (int(line[1]), int(line[2])), int(line[4]), done.stderr
+
+    hits, compiled, err = once()
+    assert (hits, compiled) == ((0, 0), 2) and "compiling the FFCV stage once" in err
+    rows_files = {f: t for f, t in _cache_files(cache).items() if "ffcv_rows" in f}
+    assert rows_files
+    hits, compiled, err = once()
+    assert (hits, compiled) == ((1, 1), 2), (hits, compiled)
+    assert "compiling the FFCV stage" not in err
+    assert {f: t for f, t in _cache_files(cache).items() if "ffcv_rows" in f} == rows_files
+
+
+def _cache_files(cache):
+    return {str(p.relative_to(cache)): p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file()}
+
+
+def test_ffcv_is_imported_without_compiling_a_typed_dict():
+    """sources/ffcv_import: FFCV's IMAGE_MODES becomes a plain dict (numba's typed Dict put back), and the
+    writer and decoders that read it work (the conversion tests above write and read with it)."""
+    code = ("import augpipe.backends.ffcv, numba.typed, numba.typed.typeddict as td\n"
+            "from ffcv.fields.rgb_image import IMAGE_MODES\n"
+            "assert numba.typed.Dict is td.Dict, numba.typed.Dict\n"
+            "assert type(IMAGE_MODES) is dict and IMAGE_MODES == {'jpg': 0, 'raw': 1}, IMAGE_MODES\n"
+            "print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

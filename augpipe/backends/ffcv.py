@@ -2,7 +2,9 @@
 
 Batches come from FFCV's `EpochIterator` thread; every stage is compiled
 code. The image field has one stage, `PlanDecoder`, parallel over the batch
-with one chunk (and one set of scratch buffers) per thread. Per sample it
+with one chunk (and one set of scratch buffers) per thread; labels and
+stored indices are looked up from the .beton rows the stage records, so the
+label and index fields have no pipelines to compile. Per sample it
 reads the stored size, calls `augpipe.core.plan.plan_sample` with (seed, epoch,
 dataset index, knob, cap[index]) -- the very planner the torch backend uses
 --, decodes only the planned box as RGBX (`kernels.jpeg.decode_box`: libjpeg-turbo
@@ -10,6 +12,10 @@ with jpeg_crop_scanline / jpeg_skip_scanlines, bit-identical to a full
 decode with the accurate IDCT, i.e. torchvision's pixels; optionally DCT-scaled), resizes (torch's
 antialiased bilinear, bit-exact) and flips, applies the planned ops
 (`kernels.ops.apply_sample_ops`) and writes CHW into FFCV's output buffer.
+That work is `ffcv_rows.rows`, a C function in numba's on-disk cache: what
+FFCV compiles for each Loader is only a pass over the stored fields and
+three calls: a C runner that starts the threads, `rows` on each, and
+`ffcv_rows.record` (see ffcv_rows for why).
 
 Grey sources stay grey: the .beton stores them as RGB (R = G = B), and the
 stage keeps one channel after the resize, so the ops run on 1-channel images
@@ -59,7 +65,10 @@ from typing import Iterator
 import numba as nb
 import numpy as np
 import torch
-from ffcv.fields.basics import IntDecoder
+
+from ..sources import ffcv_import
+
+ffcv_import.load()  # before any FFCV module: see sources/ffcv_import.py
 from ffcv.fields.rgb_image import SimpleRGBImageDecoder
 from ffcv.loader import Loader as FfcvLoader
 from ffcv.loader import OrderOption
@@ -70,18 +79,18 @@ from ffcv.pipeline.allocation_query import AllocationQuery
 from ffcv.pipeline.compiler import Compiler
 from ffcv.pipeline.operation import Operation
 from ffcv.pipeline.state import State
-from ffcv.transforms import Squeeze, ToDevice, ToTensor
+from ffcv.transforms import ToDevice, ToTensor
 from ffcv.traversal_order.base import TraversalOrder
 
 from ..core.batch import Batch
-from ..core.ops import MAX_MAGNITUDE, SIGNED, param_tables
-from ..core.plan import plan_sample
+from ..core.ops import param_tables
 from ..engine.contract import BackendContext
-from ..engine.fused import finish_image, jpeg_to_image
 from ..kernels.jpeg import ERRORS
-from ..kernels.live import address, live_f32, live_f64, live_i8, live_i64
-from ..kernels.resize import resize_box, resize_scratch_rgbx
+from ..kernels.live import address, live_i64
+from ..kernels.resize import resize_scratch_rgbx
 from ..sources.beton import BetonSource
+from .ffcv_rows import (BOXES, DEST, EPOCH, F_COLUMNS, F_DATA, F_HEIGHT, F_INDEX, F_MODE, F_SIZE, F_WIDTH,
+                        FAILED, N, PLAN_MAGS, PLAN_OPS, PLAN_OUT, SCRATCH, SLOT, SLOTS, Frame, c_functions)
 
 
 def _readonly(dtype, ndim: int = 1):
@@ -111,7 +120,6 @@ ProcessCacheManager.state_type = property(
     lambda self: nb.types.Tuple([_readonly(nb.uint8, 2), _readonly(nb.uint64), _readonly(nb.uint64),
                                  _readonly(nb.uint32)]))
 
-_JPG = 0
 _EPOCH, _COUNTER = 0, 1
 OPTIONS = {"cache", "image_format", "max_resolution", "jpeg_quality", "order", "os_cache", "batches_ahead",
            "dct_scale", "copy"}
@@ -129,7 +137,7 @@ class LiveState:
     state: int64 [epoch, batches built this iteration]
     knob: float64 [magnitude of the batch being built], set per batch by
         the pipeline thread just before the compiled stage runs.
-    ring_*: ops / signed magnitudes / magnitude used, per batch built,
+    ring_*: ops / signed magnitudes / magnitude used / .beton row, per batch built,
         in a ring of `slots` batches (batch j of an iteration is slot j % slots).
     error: int64 [dataset index, code] of the first sample that failed to decode (-1: none).
     threads, per_thread: the stage's parallelism and each thread's scratch bytes
@@ -143,6 +151,7 @@ class LiveState:
         self.ring_ops = np.full((slots, batch, num_ops), -1, np.int8)
         self.ring_mags = np.zeros((slots, batch, num_ops), np.float32)
         self.ring_used = np.zeros((slots, batch), np.float32)
+        self.ring_rows = np.zeros((slots, batch), np.int64)  # the .beton rows of each batch
         self.error = np.full(2, -1, np.int64)
         self.threads, self.per_thread = threads, per_thread
 
@@ -185,98 +194,47 @@ class PlanDecoder(SimpleRGBImageDecoder):
     def generate_code(self):
         b, live = self.b, self.b.live
         mem_read = self.memory_read
-        my_range = Compiler.get_iterator()
-        seed = np.uint64(b.seed)
-        crop = b.crop_params
-        pol = b.policy
-        kind, pool, num_ops, draw = np.int64(pol.kind), pol.pool, np.int64(pol.num_ops), pol.draw_magnitude
-        sub_ops, sub_probs, sub_mags, signed, limits = pol.sub_ops, pol.sub_probs, pol.sub_mags, SIGNED, pol.limits
-        has_ops = pol.kind != 0
-        tables = param_tables(pol.space, b.size[0], b.size[1]).copy()  # writeable: read-only is another numba type
-        fill = np.uint8(b.fill)
-        channels = np.int64(b.channels)
-        max_denom = np.int64(8 if b.dct_scale else 1)
-        fast_dct = np.int64(0)  # the accurate IDCT: torchvision's decode_jpeg, bit for bit (as BetonSource)
-        out_h, out_w = np.int64(b.size[0]), np.int64(b.size[1])
-        knob_addr, caps_addr, n_caps = address(live.knob), address(b.caps), np.int64(len(b.caps))
+        runner, rows_addr, record = c_functions()  # compiled once per install: see ffcv_rows
+        rows_addr = np.uint64(rows_addr)
+        frame_addr, fields_addr = address(b.frame.frame), address(b.frame.fields)
         state_addr = address(live.state)
-        ops_addr, mags_addr, used_addr = address(live.ring_ops), address(live.ring_mags), address(live.ring_used)
-        error_addr = address(live.error)
-        slots, bsz, k_ops = np.int64(live.slots), np.int64(live.batch), np.int64(live.num_ops)
-        threads, per_thread = np.int64(live.threads), np.int64(live.per_thread)
-        dec_n, tmp_n, img_n = (np.int64(v) for v in b.scratch_sizes)
-        rgb_n = out_h * out_w * 3
-        top_mag = MAX_MAGNITUDE
+        slots, bsz, threads = np.int64(live.slots), np.int64(live.batch), np.int64(live.threads)
 
         def decode(batch_indices, my_storage, metadata, storage_state):
             destination, scratch, boxes, plan_ops, plan_mags, plan_out = my_storage
             state = live_i64(state_addr, 2)
-            epoch = state[0]
             built = state[1]
             state[1] = built + 1
-            knob = live_f64(knob_addr, 1)[0]
-            caps = live_f32(caps_addr, n_caps)
-            slot = built % slots
             n = len(batch_indices)
-            # One chunk per thread (round robin over the batch), each with its own
-            # scratch. (Scratch allocated inside this function was typed read-only
-            # in the second pipeline of a process, numba 0.68 under FFCV's
-            # compiler; FFCV's own allocation is not.)
-            for t in my_range(threads):
-                mine = scratch.reshape(-1)[t * per_thread:(t + 1) * per_thread]
-                dec_buf = mine[:dec_n]
-                tmp = mine[dec_n:dec_n + tmp_n]
-                image = mine[dec_n + tmp_n:dec_n + tmp_n + rgb_n].reshape((out_h, out_w, 3))
-                pair = mine[dec_n + tmp_n + img_n:]
-                for i in range(t, n, threads):
-                    idx = batch_indices[i]
-                    box = boxes[i, :4]
-                    region = boxes[i, 4:]
-                    field = metadata[idx]
-                    height = np.int64(field["height"])
-                    width = np.int64(field["width"])
-                    cap = caps[idx] if n_caps > 0 else top_mag
-                    flip, used = plan_sample(seed, np.uint64(epoch), np.int64(idx), height, width, knob, cap,
-                                             crop, kind, pool, num_ops, draw, sub_ops, sub_probs, sub_mags,
-                                             signed, limits, box, plan_ops[i], plan_mags[i])
-                    plan_out[i, 0] = used
-                    plan_out[i, 1] = 0.0
-                    data = mem_read(field["data_ptr"], storage_state)
-                    if field["mode"] == _JPG:
-                        rc = jpeg_to_image(data, height, width, box, region, max_denom, fast_dct, flip, fill,
-                                           dec_buf, tmp, image)
-                        if rc != 0:  # reported after the loop; the sample stays black
-                            plan_out[i, 1] = rc
-                            destination[i][:] = 0
-                            continue
-                    else:
-                        nbytes = height * width * 3
-                        dec_buf[:nbytes] = data[:nbytes]
-                        src = dec_buf[:nbytes].reshape((height, width, 3))
-                        resize_box(src, box[0], box[1], box[2], box[3], flip, fill, image, tmp)
-                    finish_image(image, channels, plan_ops[i], plan_mags[i], tables, has_ops, pair,
-                                 destination[i])
-            # Copy the plan into the ring outside the parallel loop: numba's parfor
-            # pass drops stores to address-made views inside prange (measured).
-            ring_ops = live_i8(ops_addr, slots * bsz * k_ops).reshape((slots * bsz, k_ops))
-            ring_mags = live_f32(mags_addr, slots * bsz * k_ops).reshape((slots * bsz, k_ops))
-            ring_used = live_f32(used_addr, slots * bsz)
-            failed = False
+            # The stored fields, read here: FFCV's reader is compiled into this stage, not into `rows`.
+            fields = live_i64(fields_addr, bsz * F_COLUMNS).reshape((bsz, F_COLUMNS))
             for i in range(n):
-                for k in range(k_ops):
-                    ring_ops[slot * bsz + i, k] = plan_ops[i, k]
-                    ring_mags[slot * bsz + i, k] = plan_mags[i, k]
-                ring_used[slot * bsz + i] = plan_out[i, 0]
-                if plan_out[i, 1] != 0.0 and not failed:
-                    failed = True
-                    error = live_i64(error_addr, 2)
-                    error[0] = batch_indices[i]
-                    error[1] = np.int64(plan_out[i, 1])
-            if failed:
+                idx = batch_indices[i]
+                field = metadata[idx]
+                data = mem_read(field["data_ptr"], storage_state)
+                fields[i, F_INDEX] = idx
+                fields[i, F_HEIGHT] = field["height"]
+                fields[i, F_WIDTH] = field["width"]
+                fields[i, F_DATA] = data.ctypes.data
+                fields[i, F_SIZE] = data.shape[0]
+                fields[i, F_MODE] = field["mode"]
+            frame = live_i64(frame_addr, SLOTS)
+            frame[N] = n
+            frame[EPOCH] = state[0]
+            frame[SLOT] = built % slots
+            frame[DEST] = destination.ctypes.data
+            frame[SCRATCH] = scratch.ctypes.data
+            frame[BOXES] = boxes.ctypes.data
+            frame[PLAN_OPS] = plan_ops.ctypes.data
+            frame[PLAN_MAGS] = plan_mags.ctypes.data
+            frame[PLAN_OUT] = plan_out.ctypes.data
+            runner(rows_addr, frame_addr, threads)
+            record(frame_addr)
+            if frame[FAILED] != 0:
                 raise ValueError("augpipe: a stored JPEG failed to decode (see the loader's error)")
             return destination[:n]
 
-        decode.is_parallel = True
+        decode.is_parallel = False  # the runner starts the threads: see ffcv_rows
         return decode
 
 
@@ -399,6 +357,13 @@ class FfcvBackend:
         pair = 2 * _words(out_h * out_w * 3)  # ops ping-pong partner (or a grey image and its partner)
         self.live = LiveState(self.batches_ahead + 4, ctx.batch_size, max(1, self.policy.num_ops), self.threads,
                               sum(self.scratch_sizes) + pair)
+        self.frame = Frame(seed=self.seed, policy=self.policy, crop=self.crop_params,
+                           tables=param_tables(self.policy.space, out_h, out_w), fill=self.fill,
+                           channels=self.channels, size=self.size, dct_scale=self.dct_scale, threads=self.threads,
+                           per_thread=self.live.per_thread, scratch_sizes=self.scratch_sizes, knob=self.live.knob,
+                           caps=self.caps, batch=ctx.batch_size, ring_ops=self.live.ring_ops,
+                           ring_mags=self.live.ring_mags, ring_used=self.live.ring_used, ring_index=self.live.ring_rows,
+                           error=self.live.error)
         self.epoch, self.start, self.order, self.real = 0, 0, ctx.order(0), 0
         self.failure: BaseException | None = None
         ctx.warm_up()
@@ -406,7 +371,6 @@ class FfcvBackend:
         image_ops = [PlanDecoder(self), ToTensor()]  # CHW already: no ToTorchImage
         if device.type == "cuda":
             image_ops.append(ToDevice(device, non_blocking=True))
-        tail = [ToTensor(), Squeeze()] + ([ToDevice(device, non_blocking=True)] if device.type == "cuda" else [])
         order = _PlanOrder(self) if self.order_option is None else {
             "random": OrderOption.RANDOM, "quasi_random": OrderOption.QUASI_RANDOM,
             "sequential": OrderOption.SEQUENTIAL}[self.order_option]
@@ -415,7 +379,9 @@ class FfcvBackend:
             os_cache=bool(opts.get("os_cache", True)), order=order,
             distributed=self.order_option is not None and ctx.world_size > 1, seed=ctx.seed,
             drop_last=ctx.drop_last, batches_ahead=self.batches_ahead,
-            pipelines={"image": image_ops, "label": [IntDecoder()] + tail, "index": [IntDecoder()] + tail},
+            # labels and stored indices come from the rows the stage records (FFCV's IntDecoder
+            # pipelines cost a compile each per Loader, ~0.3-0.7 s on 2 cores)
+            pipelines={"image": image_ops, "label": None, "index": None},
         )
         self._ffcv.augpipe_backend = self
         self._iterator = None
@@ -442,16 +408,17 @@ class FfcvBackend:
         self._ffcv.next_epoch = epoch
         self._iterator = it = iter(self._ffcv)
         try:
-            for j, (images, labels, index) in enumerate(_batches(it, self)):
+            for j, (images,) in enumerate(_batches(it, self)):
                 if j < skip:
                     continue
                 n = min(images.shape[0], self.real - j * ctx.batch_size)  # the padding of a last batch goes
-                images, labels, index = images[:n], labels[:n], index[:n]
+                images = images[:n]
                 slot = j % live.slots
+                rows = live.ring_rows[slot, :n]
                 if self.copy and images.device.type == "cpu":
                     # contiguous NCHW, like the torch backend (numpy copy: no torch thread pool)
                     images = torch.from_numpy(images.numpy().copy())
-                yield ctx.finish(images, labels.reshape(-1).long().clone(), index.reshape(-1).long().clone(),
+                yield ctx.finish(images, self.beton.labels[rows], self.beton.source_index[rows],
                                  live.ring_used[slot, :n].copy(), live.ring_ops[slot, :n].copy(),
                                  live.ring_mags[slot, :n].copy(), epoch, self.start + j)
         finally:

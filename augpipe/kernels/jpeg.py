@@ -30,8 +30,8 @@ def _library():
     return ctypes.CDLL(spec.origin)
 
 
-_lib = _library()
-_c_decode_box = getattr(_lib, SYMBOL)
+LIBRARY = _library()  # the augpipe._jpegbox extension: decode_box, the header scan, the FFCV runner
+_c_decode_box = getattr(LIBRARY, SYMBOL)
 _c_decode_box.argtypes = [ctypes.c_void_p, ctypes.c_uint64] + [ctypes.c_int64] * 7 + \
     [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_void_p]
 _c_decode_box.restype = ctypes.c_int

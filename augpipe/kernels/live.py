@@ -46,6 +46,9 @@ if config.DISABLE_JIT:
 
     def live_u8(addr, n):
         return _py_view(addr, n, ctypes.c_uint8, np.uint8)
+
+    def live_bool(addr, n):
+        return _py_view(addr, n, ctypes.c_uint8, np.bool_)
 else:
     @njit(nogil=True, inline="always")
     def live_f64(addr, n):
@@ -71,6 +74,11 @@ else:
     def live_u8(addr, n):
         """uint8[n] view of the memory at `addr`."""
         return carray(_voidptr(addr), (n,), np.uint8)
+
+    @njit(nogil=True, inline="always")
+    def live_bool(addr, n):
+        """bool[n] view of the memory at `addr` (numpy's one-byte bools)."""
+        return carray(_voidptr(addr), (n,), np.bool_)
 
 
 def address(array: np.ndarray) -> int:

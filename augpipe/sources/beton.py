@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import ffcv_import
 from .base import Source
 
 FIELDS = ("image", "label", "index")
@@ -26,6 +27,7 @@ _JPG, _RAW = 0, 1
 
 def _reader(path: str):
     try:
+        ffcv_import.load()
         from ffcv.reader import Reader
     except ImportError as err:  # pragma: no cover - depends on the install
         raise ImportError(f"reading {path} needs FFCV ({err}); pip install 'augpipe[ffcv]' "

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import ffcv_import
 from .base import DecodeError, Source
 from .open import open_source
 
@@ -119,6 +120,7 @@ def _keep_jpeg_bytes() -> None:
     encoding is the file's own bytes) and Pixels (stored raw). The writer's
     processes are forked after this and inherit it; once patched, images that
     are neither are encoded exactly as before."""
+    ffcv_import.load()
     from ffcv.fields import rgb_image
 
     if getattr(rgb_image.encode_jpeg, "augpipe", False):
@@ -144,6 +146,7 @@ def _keep_jpeg_bytes() -> None:
 
 
 def _fields(image_format: str, max_resolution, jpeg_quality: int, compress_probability: float):
+    ffcv_import.load()
     from ffcv.fields import IntField, RGBImageField
 
     return {"image": RGBImageField(write_mode=image_format, max_resolution=max_resolution,
@@ -152,6 +155,7 @@ def _fields(image_format: str, max_resolution, jpeg_quality: int, compress_proba
 
 
 def _write(path: Path, samples: _Samples, fields, indices, num_workers: int) -> None:
+    ffcv_import.load()
     from ffcv.writer import DatasetWriter
 
     writer = DatasetWriter(str(path), fields, num_workers=num_workers)

@@ -31,9 +31,9 @@ VERSION = 1
 
 
 def _scanner():
-    from ..kernels.jpeg import _lib
+    from ..kernels.jpeg import LIBRARY
 
-    fn = _lib.augpipe_scan_headers
+    fn = LIBRARY.augpipe_scan_headers
     fn.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
     fn.restype = ctypes.c_int64
     return fn

@@ -27,6 +27,9 @@ def _beton(args, data: str) -> str:
 
 
 def _ffcv_own(args, data: str):
+    from ...sources import ffcv_import
+
+    ffcv_import.load()
     from ffcv.fields.basics import IntDecoder
     from ffcv.fields.rgb_image import (
         RandomResizedCropRGBImageDecoder,
