@@ -196,6 +196,38 @@ def test_elastic_resume_sees_each_remaining_sample_once(photo_ds, before, after)
         assert torch.equal(img, reference[i])
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["dali", "ffcv"])
+def test_dali_and_ffcv_read_litdata_as_the_torch_backend_does(fmnist_ds, backend):
+    """The DALI and FFCV backends take litdata's order too (FFCV converts the dataset to a .beton
+    first): in a later epoch, on one rank of two, and resumed on one rank, the batches equal the torch
+    backend's, sample for sample and pixel for pixel."""
+    pytest.importorskip({"dali": "nvidia.dali", "ffcv": "ffcv"}[backend])
+    kw = dict(batch_size=32, seed=3, magnitude=9, num_workers=2, rank=1, world_size=2)
+
+    def batches(backend_name, state=None, **extra):
+        loader = ap.Loader(fmnist_ds, backend=backend_name, **{**kw, **extra})
+        if state is None:
+            loader.set_epoch(1)
+        else:
+            loader.load_state_dict(state)
+        return [(b.index, b.labels, b.images) for b in loader], loader
+
+    ours, _ = batches(backend)
+    theirs, _ = batches("torch")
+    assert len(ours) == len(theirs) > 1
+    for a, b in zip(ours, theirs):
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+    first = ap.Loader(fmnist_ds, backend="torch", **kw)
+    next(iter(first))
+    state = first.state_dict()
+    ours, _ = batches(backend, state, rank=0, world_size=1)
+    theirs, _ = batches("torch", state, rank=0, world_size=1)
+    assert len(ours) == len(theirs) > 1
+    for a, b in zip(ours, theirs):
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
 def test_elastic_state_chains(photo_ds):
     """2 ranks -> 1 rank (one step) -> 3 ranks: still each remaining sample once."""
     kw = dict(batch_size=2, size=32, seed=4, num_workers=0)
