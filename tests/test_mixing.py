@@ -184,6 +184,8 @@ def test_existing_plans_do_not_change_and_eval_loaders_refuse_mixing(grey):
     (lambda: ap.RandomErasing(count=0), "count"), (lambda: ap.RandomErasing(value="noise"), "value"),
     (lambda: ap.MixUp(0.8, follow="sometimes"), "follow"), (lambda: ap.RandomErasing(follow="alpha"), "follow"),
     (lambda: ap.MixUp(0.8) | ap.MixUp(0.4), "one MixUp"),
+    (lambda: ap.Mixing(mixup_alpha=float("nan")), "mixup_alpha must be a finite number >= 0"),
+    (lambda: ap.RandomErasing(fill=float("inf")), "fill must be a finite number"),
 ])
 def test_bad_mixing_arguments_are_named(make, match):
     with pytest.raises(ValueError, match=match):

@@ -33,6 +33,14 @@ def check_positive(name: str, value, what: str = "a number") -> float:
     return float(value)
 
 
+def check_finite(name: str, value, low: float | None = None, note: str = "") -> float:
+    """`value` as a finite float, >= low when given; bools and NaN are refused. `note` follows the range."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+            or not np.isfinite(value) or (low is not None and value < low):
+        raise ValueError(f"{name} must be a finite number{_range(low, None)}{note}, got {value!r}")
+    return float(value)
+
+
 def check_seed(value, name: str = "seed") -> int:
     return check_int(name, value, 0, SEED_MAX)
 

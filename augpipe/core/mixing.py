@@ -32,7 +32,7 @@ import numpy as np
 from numba import njit
 
 from ..kernels.rng import sample_key, uniform
-from .checks import check_positive, check_probability
+from .checks import check_finite, check_positive, check_probability
 from .ops import MAX_MAGNITUDE
 
 MIX_STREAM = 1024  # 0 apply, 1 switch, 2..3 box centre, 4.. Beta draws
@@ -77,9 +77,7 @@ class Mixing:
 
     def __post_init__(self):
         for name in ("mixup_alpha", "cutmix_alpha"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v >= 0):
-                raise ValueError(f"{name} must be >= 0 (0 turns it off), got {v!r}")
+            check_finite(name, getattr(self, name), 0, " (0 turns it off)")
         if self.mixup_alpha == 0 and self.cutmix_alpha == 0:
             raise ValueError("Mixing needs mixup_alpha > 0 or cutmix_alpha > 0 (both are 0)")
         check_probability("prob", self.prob)
@@ -158,8 +156,7 @@ class RandomErasing:
             raise ValueError(f"ratio must be a (min, max) range of positive aspect ratios, got {self.ratio!r}")
         if self.value not in ("const", "rand", "pixel"):
             raise ValueError(f"value must be 'const', 'rand' or 'pixel', got {self.value!r}")
-        if isinstance(self.fill, bool) or not isinstance(self.fill, (int, float)) or not math.isfinite(self.fill):
-            raise ValueError(f"fill must be a finite number, got {self.fill!r}")
+        check_finite("fill", self.fill)
         lo, hi = self.counts
         if not (1 <= lo <= hi <= 8):
             raise ValueError(f"count must be an int or a (min, max) range within [1, 8], got {self.count!r}")

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..core.checks import check_finite, check_positive
+
 
 @dataclass(frozen=True)
 class KD:
@@ -24,10 +26,9 @@ class KD:
     ce_weight: float = 0.1
 
     def __post_init__(self):
-        if not self.temperature > 0:
-            raise ValueError(f"KD temperature must be > 0, got {self.temperature!r}")
-        if self.kd_weight < 0 or self.ce_weight < 0:
-            raise ValueError(f"KD weights must be >= 0, got kd_weight={self.kd_weight}, ce_weight={self.ce_weight}")
+        check_positive("KD temperature", self.temperature)
+        check_finite("kd_weight", self.kd_weight, 0)
+        check_finite("ce_weight", self.ce_weight, 0)
 
 
 def per_sample_loss(logits, labels, teacher_logits=None, kd: KD | None = None, targets=None,

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.checks import check_int
+from ..core.checks import check_int, check_positive
 from ..models import model_arch
 from . import checkpoint, distributed
 from .capacity import CapacitySchedule
@@ -190,8 +190,7 @@ def make_optimizer(model: nn.Module, name, lr: float, momentum: float, weight_de
         return name
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr!r}")
+    check_positive("lr", lr)
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
               {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]

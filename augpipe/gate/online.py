@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..core.checks import check_finite
 from ..core.ops import MAX_MAGNITUDE, check_magnitude
 from ..engine.mixing import soft_targets
 from .metrics import LOWEST, REGISTRY, check_metric, score
@@ -152,9 +153,8 @@ class TeacherGate:
             raise ValueError("give exactly one of threshold= (a score below which a sample is hard) and "
                              f"keep_ratio= (the share of each batch to keep); got threshold={threshold!r}, "
                              f"keep_ratio={keep_ratio!r}")
-        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
-                                      or not math.isfinite(threshold)):
-            raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+        if threshold is not None:
+            check_finite("threshold", threshold)
         if keep_ratio is not None and (isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float))
                                        or not 0 < keep_ratio <= 1):
             raise ValueError(f"keep_ratio must be a number in (0, 1], got {keep_ratio!r}")

@@ -20,13 +20,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..core.checks import check_positive
+
 MODELS = ("resnet20", "resnet32", "resnet56", "cnn")
 BASE_CHANNELS = 16
 
 
 def _channels(width: float) -> int:
-    if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
-        raise ValueError(f"width must be a positive number, got {width!r}")
+    check_positive("width", width)
     return max(1, round(BASE_CHANNELS * width))
 
 
