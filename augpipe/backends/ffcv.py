@@ -107,12 +107,24 @@ OSCacheManager.state_type = property(
     lambda self: nb.types.Tuple([_readonly(nb.uint8), nb.uint64[::1], nb.uint64[::1]]))
 
 
-def _os_cache_reader(self):
-    def read(address, mem_state):
-        size = mem_state[2][np.searchsorted(mem_state[1], address)]
-        return mem_state[0][address:address + size]
+def _os_cache_read(address, mem_state):
+    """FFCV's OSCacheManager reader (a sample's bytes in the memory-mapped file), as FFCV writes it."""
+    size = mem_state[2][np.searchsorted(mem_state[1], address)]
+    return mem_state[0][address:address + size]
 
-    return Compiler.compile(read, _readonly(nb.uint8)(nb.uint64, self.state_type))
+
+_READER: list = []  # the compiled reader, one per process
+
+
+def _os_cache_reader(self):
+    # FFCV compiles this reader in every Loader's constructor (~1 s on 2 cores); its types are the
+    # same for every Loader, so it is compiled once per install with FFCV's options and numba's cache.
+    if not Compiler.is_enabled:  # FFCV's debugging switch: plain Python
+        return _os_cache_read
+    if not _READER:
+        _READER.append(nb.njit(_readonly(nb.uint8)(nb.uint64, self.state_type), fastmath=True, nogil=True,
+                               error_model="numpy", cache=True)(_os_cache_read))
+    return _READER[0]
 
 
 OSCacheManager.compile_reader = _os_cache_reader

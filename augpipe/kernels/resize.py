@@ -175,7 +175,7 @@ def crop_resize_batch(images, boxes, flips, fill, out, tmp):
         resize_box(images[i], boxes[i, 0], boxes[i, 1], boxes[i, 2], boxes[i, 3], flips[i], fill, out[i], tmp[i])
 
 
-@njit(nogil=True)
+@njit(nogil=True, cache=True)  # cached: the FFCV backend calls it from Python at every Loader
 def resize_scratch_rgbx(max_h, max_w, out_h, out_w):
     """Bytes of scratch `resize_box_rgbx` needs for boxes up to max_h x max_w."""
     h, w = max(max_h, out_h), max(max_w, out_w)
