@@ -98,7 +98,8 @@ def rows(frame_addr, t):
                 continue
         else:
             nbytes = height * width * 3
-            dec_buf[:nbytes] = data[:nbytes]
+            for p in range(nbytes):  # a loop, not a slice assignment: see kernels.ops.copy_flat
+                dec_buf[p] = data[p]
             src = dec_buf[:nbytes].reshape((height, width, 3))
             resize_box(src, box[0], box[1], box[2], box[3], flip, fill, image, tmp)
         finish_image(image, channels, plan_ops[i], plan_mags[i], tables, has_ops, pair, dest[i])

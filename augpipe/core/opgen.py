@@ -84,8 +84,10 @@ def apply_sample_ops(image, ops, mags, tables, scratch):
         apply_op(op_id, cur, op_param(op_id, np.float64(mags[k]), tables), other)
         cur, other = other, cur
         in_scratch = not in_scratch
-    if in_scratch:
-        image.reshape(-1)[:] = scratch.reshape(-1)
+    if in_scratch:  # a loop, not a slice assignment (see kernels.ops.copy_flat)
+        flat, src = image.reshape(-1), scratch.reshape(-1)
+        for p in range(flat.shape[0]):
+            flat[p] = src[p]
 
 
 @njit(nogil=True, cache=True)

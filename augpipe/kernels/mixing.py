@@ -158,7 +158,8 @@ def normalize_mix(src, dst, scale, shift, kind, lam, box, rects, fill):
             if j == i:  # the middle sample of an odd batch is its own partner
                 _mix_plane(a, i, a, ki, li, box[i, 0], box[i, 1], box[i, 2], box[i, 3], w)
             elif ki != 0 and kj != 0:
-                keep[:] = b  # j's erased original, for i after j is mixed
+                for p in range(keep.shape[0]):  # j's erased original, for i after j is mixed
+                    keep[p] = b[p]
                 _mix_plane(b, j, a, kj, lj, box[j, 0], box[j, 1], box[j, 2], box[j, 3], w)
                 _mix_plane(a, i, keep, ki, li, box[i, 0], box[i, 1], box[i, 2], box[i, 3], w)
             elif ki != 0:

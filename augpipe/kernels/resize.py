@@ -215,7 +215,9 @@ def resize_box_rgbx(src, top, left, h, w, flip, fill, dst, tmp):
     cols = col_t.view(np.uint8).reshape(w, h * 4)
     inter_rows = inter_t.view(np.uint8).reshape(out_w, h * 4)
     if w == out_w:
-        inter_rows[:] = cols
+        for x in range(w):  # a loop, not a slice assignment: see kernels.ops.copy_flat
+            for k in range(h * 4):
+                inter_rows[x, k] = cols[x, k]
     else:
         xs, xn, xw, xp = aa_weights(width, out_w, left, w)
         _filter_lanes(cols, xs, xn, xw, xp, -left, inter_rows)
