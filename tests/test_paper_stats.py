@@ -139,3 +139,24 @@ def test_an_interrupted_run_resumes_in_a_later_session_from_its_committed_checkp
     run._keep(records, out, keep_model=False)  # finished: the record says every CPU it ran on
     rec = json.loads((records / "pilot" / "m5-s2" / "report.json").read_text())
     assert rec["cpus"] == sorted({"Other CPU", run._this_cpu()}) and not inflight.exists()
+
+
+def test_spearman_bootstrap_resamples_whole_samples():
+    rng = np.random.default_rng(0)
+    n, views = 300, 5
+    clusters = np.repeat(np.arange(n), views)
+    base = 2 * rng.normal(size=n)[clusters]  # a per-sample effect shared by its views
+    x = base + rng.normal(size=n * views)
+    y = -base + rng.normal(size=n * views)
+    r = stats.spearman_bootstrap(x, y, clusters, resamples=400)
+    assert r["rho"] == pytest.approx(st.spearmanr(x, y)[0])
+    lo, hi = r["ci"]
+    assert lo < r["rho"] < hi < 0
+    # independent data: the interval covers zero
+    null = stats.spearman_bootstrap(rng.normal(size=n * views), rng.normal(size=n * views), clusters, resamples=400)
+    assert null["ci"][0] < 0 < null["ci"][1]
+    # views of one sample are not independent: the cluster interval is wider than a pairs bootstrap's
+    pairs = stats.spearman_bootstrap(x, y, np.arange(n * views), resamples=400)
+    assert hi - lo > 1.3 * (pairs["ci"][1] - pairs["ci"][0])
+    with pytest.raises(ValueError, match="equal length"):
+        stats.spearman_bootstrap(x, y[:-1], clusters)

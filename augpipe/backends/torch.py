@@ -103,7 +103,8 @@ class TorchBackend:
         if ops_at not in ("workers", "device"):
             raise ValueError(f"backend_options['ops'] must be 'workers' or 'device', got {ops_at!r}")
         in_workers = ops_at == "workers"
-        ctx.warm_up()  # compile before workers fork, so they inherit compiled code
+        # compile before workers fork, so they inherit compiled code; a first use compiles in the background
+        ctx.warm_up(background=self.decoder != "fused", parallel=ctx.num_workers == 0)
         if self.decoder == "fused":
             from .folder import FolderBatches, screen, warm_up
 

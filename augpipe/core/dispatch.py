@@ -10,6 +10,7 @@ import functools
 
 import numpy as np
 
+from ..kernels.interpreted import cached_or_twin
 from . import opgen
 from .ops import OPS, param_tables
 
@@ -33,5 +34,7 @@ def op_params(op_id: int, magnitude, space: int, height: int, width: int) -> np.
     """
     mag = np.asarray(magnitude, dtype=np.float64)
     flat = np.ascontiguousarray(mag.reshape(-1))
-    out = compiled().op_params_array(int(op_id), flat, param_tables(space, height, width))
+    # the torch executor serves a first use (engine/firstuse.py): the twin until the kernel is cached
+    kernel = cached_or_twin(compiled().op_params_array)
+    out = kernel(int(op_id), flat, param_tables(space, height, width))
     return out.reshape(mag.shape)

@@ -222,7 +222,7 @@ class Plan:
 
 
 def make_plan(seed: int, epoch: int, indices, heights, widths, knob, caps: np.ndarray | None,
-              crop: Crop, policy: PolicyArrays) -> Plan:
+              crop: Crop, policy: PolicyArrays, interpreted: bool = False) -> Plan:
     """Plan a batch from numpy: the numpy face of `plan_batch`.
 
     The crop, the flip, the ops and their signs depend on (seed, epoch,
@@ -238,6 +238,8 @@ def make_plan(seed: int, epoch: int, indices, heights, widths, knob, caps: np.nd
         caps: the per-dataset caps (a float32 array of len = dataset size, or
             the byte store's `ByteCaps`), or None; the batch's are read here.
         crop, policy: the base transform and the lowered policy.
+        interpreted: run the planner's pure-Python twin (the same plan; for
+            the first use, before the compiled planner is cached).
     """
     indices = np.ascontiguousarray(indices, dtype=np.int64)
     n = indices.shape[0]
@@ -250,8 +252,13 @@ def make_plan(seed: int, epoch: int, indices, heights, widths, knob, caps: np.nd
     ops = np.empty((n, policy.num_ops), np.int8)
     mags = np.empty((n, policy.num_ops), np.float32)
     used = np.empty(n, np.float32)
-    with np.errstate(over="ignore"):  # uint64 wrap-around is intended (JIT-off runs)
-        plan_batch(np.uint64(seed), np.uint64(epoch), indices, heights, widths, knobs, caps, crop.params(),
+    planner = plan_batch
+    if interpreted:
+        from ..kernels.interpreted import interpreted as twin
+
+        planner = twin(plan_batch)
+    with np.errstate(over="ignore"):  # uint64 wrap-around is intended (JIT-off runs and the twin)
+        planner(np.uint64(seed), np.uint64(epoch), indices, heights, widths, knobs, caps, crop.params(),
                    policy.kind, policy.pool, policy.num_ops, policy.draw_magnitude,
                    policy.sub_ops, policy.sub_probs, policy.sub_mags, SIGNED, policy.limits,
                    boxes, flips, ops, mags, used)

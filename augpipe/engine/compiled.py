@@ -8,17 +8,11 @@ not silent. `augpipe warmup` (augpipe.tools.warmup) does it ahead of time.
 """
 from __future__ import annotations
 
-import os
 import sys
 
+from ..kernels.interpreted import cached
+
 _SAID: set[str] = set()
-
-
-def cached(dispatcher) -> bool:
-    """Whether numba's on-disk cache holds an index for `dispatcher` (any signature)."""
-    cache = getattr(dispatcher, "_cache", None)
-    index = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
-    return index is not None and os.path.exists(index)
 
 
 def notice(dispatcher, what: str, seconds: int) -> None:

@@ -140,13 +140,25 @@ class BackendContext:
         """Plan samples at `knob` (scalar or per sample), bounded by the live caps."""
         return self.spec.plan(epoch, indices, heights, widths, knob, caps)
 
-    def warm_up(self) -> None:
+    def warm_up(self, background: bool = False, parallel: bool = False) -> None:
         """Compile the planner and the CPU executor now (before workers fork or
-        a pipeline thread starts), so they inherit compiled code."""
+        a pipeline thread starts), so they inherit compiled code.
+
+        background: a backend whose batches can come from the kernels' exact
+        twins (the torch backend, in-memory images, CPU, no batch stage) lets
+        a first use compile them in a background process instead
+        (engine/firstuse.py); `parallel`: its ops kernel is the threaded one."""
         from ..core.dispatch import compiled
         from ..core.plan import plan_batch
         from .compiled import notice
         from .exec_cpu import apply_ops_cpu
+        from .firstuse import begin
+
+        if background and self.device.type == "cpu" and self.source.in_memory and self.stage is None:
+            normalize = self.output == "float" and not self.defer_normalize
+            self.spec.first_use = begin(parallel, normalize)
+            if self.spec.first_use is not None:
+                return
 
         notice(plan_batch, "the planner", 15)
         notice(compiled().apply_ops_serial, "the augmentation kernels", 30)
@@ -158,7 +170,7 @@ class BackendContext:
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 -> normalised float32 (x · 1/(255·std) - mean/std, per channel): one numba pass on CPU,
         torch on CUDA (the same two roundings, so the same values)."""
-        if images.device.type == "cpu" and images.dtype == torch.uint8:
+        if images.device.type == "cpu" and images.dtype == torch.uint8 and not self.spec.compiling():
             from ..kernels.mixing import normalize
 
             out = torch.empty(images.shape, dtype=torch.float32)

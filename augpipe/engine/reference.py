@@ -19,6 +19,7 @@ from ..core.plan import Plan, make_plan
 from ..core.policy import Crop, PolicyArrays
 from ..kernels.crop import crop_flip
 from ..sources import DecodeError, Source
+from .firstuse import FirstUse
 
 
 @dataclass
@@ -32,11 +33,16 @@ class BuildSpec:
     knob: Knob
     seed: int
     on_error: str
+    first_use: FirstUse | None = None  # set while the kernels compile in the background (engine/firstuse.py)
+
+    def compiling(self) -> bool:
+        """Whether batches come from the kernels' twins: their compiled code is not cached yet."""
+        return self.first_use is not None and not self.first_use.ready()
 
     def plan(self, epoch: int, indices, heights, widths, knob, caps: bool = True) -> Plan:
         """Plan samples at `knob` (scalar or per sample), bounded by the live caps."""
         return make_plan(self.seed, epoch, indices, heights, widths, knob, self.knob.caps if caps else None,
-                         self.crop, self.policy)
+                         self.crop, self.policy, interpreted=self.compiling())
 
 
 def crop_one(image: torch.Tensor, box, size: tuple[int, int], fill: int = 0) -> torch.Tensor:
@@ -100,8 +106,9 @@ def build_part(spec: BuildSpec, epoch: int, indices: np.ndarray, knob, *, caps: 
     if source.in_memory:
         _, height, width = source.fixed_shape
         raw = source.get_batch(indices)
+        twins = spec.compiling()
         plan = spec.plan(epoch, indices, height, width, knob, caps)
-        if (plan.box[:, 2:] == plan.size).all():
+        if (plan.box[:, 2:] == plan.size).all() and not twins:
             images = crop_windows(raw, plan.box, plan.flip, plan.fill)
         else:
             images = _stack([crop_one(im, b, plan.size, plan.fill) for im, b in zip(raw, plan.box)],
@@ -125,7 +132,11 @@ def build_part(spec: BuildSpec, epoch: int, indices: np.ndarray, knob, *, caps: 
             plans.append(one)
         plan = Plan.concat(plans) if plans else spec.plan(epoch, indices[:0], 1, 1, 0.0, caps)
         images = flip(_stack(crops, source.channels, plan.size), plan.flip)
-    if apply_ops:
+    if apply_ops and spec.compiling():
+        from .exec_torch import apply_ops as apply_ops_torch  # bit-exact with the numba executor
+
+        images = apply_ops_torch(images, plan.ops, plan.mags, plan.space)
+    elif apply_ops:
         from .exec_cpu import apply_ops_cpu
 
         images = apply_ops_cpu(images, plan.ops, plan.mags, plan.space, parallel=parallel)

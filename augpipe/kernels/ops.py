@@ -250,7 +250,9 @@ def affine_thetas(angle, tx, ty, shear_x, shear_y, cx, cy):
     n = angle.shape[0]
     out = np.empty((n, 6), dtype=np.float32)
     for k in range(n):
-        out[k] = inverse_affine(angle[k], tx[k], ty[k], shear_x[k], shear_y[k], cx[k], cy[k])
+        theta = inverse_affine(angle[k], tx[k], ty[k], shear_x[k], shear_y[k], cx[k], cy[k])
+        for j in range(6):  # not out[k] = theta: numba compiles a formatted shape error for that (~10 s)
+            out[k, j] = theta[j]
     return out
 
 

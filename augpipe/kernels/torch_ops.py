@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .interpreted import cached_or_twin
 from .ops import affine_thetas
 
 
@@ -95,7 +96,7 @@ def _affine(images: torch.Tensor, angle, tx=0.0, ty=0.0, shear_x=0.0, shear_y=0.
     cy = np.ascontiguousarray(np.where(corner, -h * 0.5, 0.0))
     per_sample = (np.ascontiguousarray(np.broadcast_to(np.asarray(v, dtype=np.float64), (n,)))
                   for v in (angle, tx, ty, shear_x, shear_y))
-    theta = affine_thetas(*per_sample, cx, cy)
+    theta = cached_or_twin(affine_thetas)(*per_sample, cx, cy)  # a first use must not wait for a compile
     return affine_sample(images, torch.from_numpy(theta))
 
 

@@ -68,6 +68,14 @@ def warmup(backends=("torch", "dali", "ffcv"), say=print) -> dict[str, float]:
             next(iter(Loader(arrays, batch_size=8, num_workers=0, output=output)))
             done[f"mixing, {output}"] = time.perf_counter() - start
             say(f"  mixing and erasing, {output}: {done[f'mixing, {output}']:.1f} s")
+        # what a first use compiles in the background, the torch executor's kernels included (CUDA batches use them)
+        from ..engine.firstuse import compile_kernels
+
+        start = time.perf_counter()
+        for parallel in (False, True):
+            compile_kernels(parallel, normalize=True)
+        done["torch executor"] = time.perf_counter() - start
+        say(f"  torch executor and first-use kernels: {done['torch executor']:.1f} s")
     return done
 
 

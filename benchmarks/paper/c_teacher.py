@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/paper/c_teacher.py           # train what is missing (resumes), then summarise
     .venv/bin/python benchmarks/paper/c_teacher.py summary   # summarise what has run
     .venv/bin/python benchmarks/paper/c_teacher.py measure   # C2: teacher score vs the student's harm (no training)
+    .venv/bin/python benchmarks/paper/c_teacher.py measure-stats  # C2 statistics again from the kept scores
 
 The setting is `cnn2-2k` (PLAN.md, amendment 1): teachers are SmallCNN width 2
 trained at M=10 on the fixed 2,000-image split, one per seed (the pilot's
@@ -176,7 +177,7 @@ def measure() -> None:
     from augpipe.models import load_run_model
 
     data = make_data("fashion-mnist", 2000, 5000, 0, 1)
-    per_seed = []
+    scores = {}
     for s in SEEDS:
         t, u = teacher(s), student(f"ungated-m{STRONG}", s)
         run.restore(pilot.RECORDS, t, keep_model=True)
@@ -188,19 +189,51 @@ def measure() -> None:
             model = load_run_model(path)[0]
             tables[name] = DifficultyTable.build(model, data.val, magnitudes=C2_MAGNITUDES, views=1, seed=s,
                                                  metric="p_true", progress=False)
-        ts = tables["teacher"].scores[:, 1:, 0].ravel()  # M > 0
-        ps = np.clip(tables["student"].scores[:, :, 0], 1e-7, 1.0)
-        harm = (-np.log(ps[:, 1:]) + np.log(ps[:, :1])).ravel()  # student's loss increase over its M=0 view
-        rho, p_two = st.spearmanr(ts, harm)
-        per_seed.append({"seed": s, "rho": float(rho), "p_one_sided": float(p_two / 2 if rho < 0 else 1 - p_two / 2),
-                         "n": int(len(ts))})
-    lines = ["C2 (measurement, validation split, views at M ∈ {5, 10, 15, 20, 30}, one view per sample): "
-             "Spearman's ρ between the teacher's p_true and the student's loss increase over M=0; H1: ρ < 0."]
-    lines += [f"- seed {r['seed']}: ρ = {r['rho']:.3f} (n = {r['n']:,}, one-sided p = {r['p_one_sided']:.3g})"
-              for r in per_seed]
+        scores[f"teacher_s{s}"] = tables["teacher"].scores[:, :, 0].astype(np.float32)
+        scores[f"student_s{s}"] = tables["student"].scores[:, :, 0].astype(np.float32)
     OUT.mkdir(exist_ok=True)
-    (OUT / "c2.json").write_text(json.dumps({"per_seed": per_seed, "text": "\n".join(lines)}, indent=1) + "\n")
+    _write_npz(OUT / "c2_scores.npz", scores)
+    c2_statistics()
+
+
+def _write_npz(path: Path, arrays: dict) -> None:
+    import numpy as np
+
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+
+
+def c2_statistics(resamples: int = 2000) -> dict:
+    """C2's pre-registered test from the kept per-(sample, M) scores: per seed, Spearman's rho between the
+    teacher's p_true at M > 0 and the student's loss increase over its M=0 view of the same sample, a
+    bootstrap interval that resamples validation samples (each with all its M), and a one-sided p."""
+    import numpy as np
+    from scipy import stats as st
+
+    kept = np.load(OUT / "c2_scores.npz")
+    per_seed = []
+    for s in SEEDS:
+        if f"teacher_s{s}" not in kept:
+            continue
+        teacher_p, student_p = kept[f"teacher_s{s}"], np.clip(kept[f"student_s{s}"], 1e-7, 1.0)
+        ts = teacher_p[:, 1:].ravel()  # M > 0
+        harm = (-np.log(student_p[:, 1:]) + np.log(student_p[:, :1])).ravel()
+        samples = np.repeat(np.arange(len(teacher_p)), teacher_p.shape[1] - 1)
+        boot = stats.spearman_bootstrap(ts, harm, samples, resamples=resamples, seed=s)
+        rho, p_two = st.spearmanr(ts, harm)
+        per_seed.append({"seed": s, "rho": float(rho), "ci": boot["ci"], "samples": boot["clusters"],
+                         "p_one_sided": float(p_two / 2 if rho < 0 else 1 - p_two / 2), "n": int(len(ts))})
+    lines = ["C2 (measurement, validation split, views at M ∈ {5, 10, 15, 20, 30}, one view per sample): "
+             "Spearman's ρ between the teacher's p_true and the student's loss increase over M=0; H1: ρ < 0. "
+             f"95 % CI: percentile bootstrap over the {per_seed[0]['samples']:,} validation samples "
+             f"(each resampled with its views at every M), {resamples:,} resamples."]
+    lines += [f"- seed {r['seed']}: ρ = {r['rho']:.3f}, 95 % CI [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}] "
+              f"(n = {r['n']:,} pairs, one-sided p = {r['p_one_sided']:.3g})" for r in per_seed]
+    result = {"per_seed": per_seed, "text": "\n".join(lines)}
+    (OUT / "c2.json").write_text(json.dumps(result, indent=1) + "\n")
     summarise()
+    return result
 
 
 def _load_c2() -> dict:
@@ -214,6 +247,8 @@ if __name__ == "__main__":
         print((OUT / "c.md").read_text())
     elif sys.argv[1:] == ["measure"]:
         measure()
+    elif sys.argv[1:] == ["measure-stats"]:
+        print(c2_statistics()["text"])
     elif sys.argv[1:]:
         sys.exit(__doc__)
     else:

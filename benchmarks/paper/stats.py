@@ -80,6 +80,34 @@ def vertex_bootstrap(ms, acc_by_seed, resamples: int = 2000, seed: int = 0) -> d
                                                        float(np.percentile(picks, 97.5))]}
 
 
+def spearman_bootstrap(x, y, clusters, resamples: int = 2000, seed: int = 0, confidence: float = 0.95) -> dict:
+    """Spearman's rho of (x, y) and a percentile bootstrap interval that resamples
+    whole clusters (here: validation samples, each carrying its views at every M),
+    so pairs sharing a sample are not counted as independent evidence."""
+    x, y, clusters = (np.asarray(v).ravel() for v in (x, y, clusters))
+    if not len(x) == len(y) == len(clusters) or len(x) < 3:
+        raise ValueError(f"x, y and clusters need one equal length >= 3, got {len(x)}, {len(y)}, {len(clusters)}")
+    ids, members = np.unique(clusters, return_inverse=True)
+    if len(ids) < 2:
+        raise ValueError("a cluster bootstrap needs >= 2 clusters")
+    order = np.argsort(members, kind="stable")
+    starts = np.searchsorted(members[order], np.arange(len(ids) + 1))
+    rng = np.random.default_rng(seed)
+
+    def rho(idx):
+        return float(st.pearsonr(st.rankdata(x[idx]), st.rankdata(y[idx]))[0])
+
+    picks = []
+    for _ in range(resamples):
+        chosen = rng.integers(0, len(ids), len(ids))
+        idx = np.concatenate([order[starts[c]:starts[c + 1]] for c in chosen])
+        picks.append(rho(idx))
+    tail = 100 * (1 - confidence) / 2
+    return {"rho": rho(np.arange(len(x))), "ci": [float(np.percentile(picks, tail)),
+                                                  float(np.percentile(picks, 100 - tail))],
+            "clusters": int(len(ids)), "n": int(len(x)), "resamples": resamples}
+
+
 def verdict(test: dict, adjusted_p: float, predicted_sign: int = 1, alpha: float = 0.05) -> str:
     """PLAN.md's words for a primary contrast whose precondition holds."""
     if adjusted_p < alpha and math.copysign(1, test["diff"]) == predicted_sign and test["diff"] != 0:

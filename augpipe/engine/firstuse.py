@@ -1,0 +1,170 @@
+"""First use without the wait: batches at once while the kernels compile in the background.
+
+The first process after an install finds numba's cache empty; compiling the
+planner and the op kernels takes ~40 s on 2 cores, before the first batch.
+For the torch backend on in-memory images (on the CPU, no mixing stage)
+nothing has to wait: the Loader starts one background process that compiles
+those kernels into numba's on-disk cache (`python -m augpipe.engine.firstuse`,
+once per machine and cache, logged beside the lock), and until they are there
+every batch is built from their exact twins: the planner interpreted
+(augpipe.kernels.interpreted), the crop as torch slicing, the ops by the torch
+executor (bit-exact with the numba one), normalisation in torch (the same two
+roundings). Each batch checks the cache again (a few `stat` calls) and the
+compiled kernels take over as soon as it holds them: the same values, faster.
+
+`AUGPIPE_FIRST_USE=wait` restores the old behaviour (compile in the
+foreground, before the first batch); `augpipe warmup` still compiles
+everything ahead of time, and other backends and sources compile in the
+foreground with their one-line notice.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .compiled import cached
+
+ENV = "AUGPIPE_FIRST_USE"  # "background" (default) or "wait"
+
+
+def _kernels(parallel: bool, normalize: bool) -> list:
+    """The numba kernels a torch-backend batch of in-memory images calls."""
+    from ..core.dispatch import compiled
+    from ..core.plan import plan_batch
+    from ..kernels import mixing
+    from ..kernels.crop import crop_flip
+
+    gen = compiled()
+    return [plan_batch, gen.apply_ops_batch if parallel else gen.apply_ops_serial, crop_flip] + (
+        [mixing.normalize] if normalize else [])
+
+
+@dataclass
+class FirstUse:
+    """Picklable (worker processes get it in the BuildSpec): which kernels to wait for."""
+
+    parallel: bool
+    normalize: bool
+    _ready: bool = False
+
+    def ready(self) -> bool:
+        """Whether numba's cache holds every kernel now (sticky once true)."""
+        if not self._ready:
+            self._ready = all(cached(k) for k in _kernels(self.parallel, self.normalize))
+        return self._ready
+
+
+def begin(parallel: bool, normalize: bool, say=None) -> FirstUse | None:
+    """A FirstUse when the kernels are not cached yet (the background compile started, or already running
+    in another process); None when they are cached or $AUGPIPE_FIRST_USE is "wait"."""
+    mode = os.environ.get(ENV, "background")
+    if mode not in ("background", "wait"):
+        raise ValueError(f"${ENV} must be 'background' or 'wait', got {mode!r}")
+    state = FirstUse(parallel, normalize)
+    if mode == "wait" or state.ready():
+        return None
+    log = _spawn(parallel, normalize)
+    (say or _stderr)(f"augpipe: first use: compiling augpipe's kernels once in the background (about 40 s on "
+                     f"2 cores; log: {log}); batches start now from their exact twins (the same values, slower) "
+                     f"and speed up when the compiled kernels are cached")
+    return state
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _lock_paths(parallel: bool, normalize: bool) -> tuple[Path, Path]:
+    """One lock and log per numba cache location and kernel set: processes that share a cache share a compile."""
+    where = "|".join(str(getattr(getattr(k, "_cache", None), "_cache_path", "")) for k in _kernels(parallel, normalize))
+    key = hashlib.sha1(where.encode()).hexdigest()[:16]
+    base = Path(os.environ.get("AUGPIPE_CACHE", Path.home() / ".cache" / "augpipe")) / "first-use"
+    base.mkdir(parents=True, exist_ok=True)
+    return base / f"{key}.pid", base / f"{key}.log"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _spawn(parallel: bool, normalize: bool) -> Path:
+    """Start the background compile unless one is running for this cache; the log's path."""
+    lock, log = _lock_paths(parallel, normalize)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _alive(pid):
+                return log  # another process compiles into the same cache
+            lock.unlink(missing_ok=True)  # stale: its process ended without filling the cache
+            continue
+        args = [sys.executable, "-m", "augpipe.engine.firstuse", "--lock", str(lock)]
+        args += ["--parallel"] if parallel else []
+        args += ["--normalize"] if normalize else []
+        with open(log, "w") as out:  # the child keeps its own handle
+            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    env={**os.environ, ENV: "wait"}, start_new_session=True)
+        os.write(fd, str(proc.pid).encode())
+        os.close(fd)
+        return log
+    return log
+
+
+def compile_kernels(parallel: bool, normalize: bool) -> None:
+    """Compile (into numba's on-disk cache) what `FirstUse` waits for, with the argument types a Loader's
+    batches use: every in-memory source plans, crops, augments and normalises with the same signatures."""
+    import torch
+
+    from ..core.dispatch import op_params
+    from ..core.plan import make_plan
+    from ..core.policy import RandAugment, RandomCrop
+    from ..kernels import mixing
+    from ..kernels.ops import affine_thetas
+    from .exec_cpu import apply_ops_cpu
+    from .reference import crop_windows
+
+    policy, crop = RandAugment().lower(), RandomCrop(8, padding=2)
+    plan = make_plan(0, 0, np.arange(2, dtype=np.int64), 8, 8, 9.0, None, crop, policy)
+    images = crop_windows(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), plan.box, plan.flip, plan.fill)
+    apply_ops_cpu(images, plan.ops, plan.mags, policy.space, parallel=parallel)
+    if normalize:
+        mixing.normalize(images.numpy(), np.empty(images.shape, np.float32), np.ones(3, np.float32),
+                         np.zeros(3, np.float32))
+    # last, not waited for: the torch executor's own kernels (it uses their twins until they are cached)
+    affine_thetas(*(np.zeros(2) for _ in range(7)))
+    op_params(0, np.zeros(2), policy.space, 8, 8)
+
+
+def _main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m augpipe.engine.firstuse", description=__doc__.split("\n")[0])
+    p.add_argument("--lock", type=Path, help="remove this lock file when done")
+    p.add_argument("--parallel", action="store_true")
+    p.add_argument("--normalize", action="store_true")
+    a = p.parse_args(argv)
+    try:
+        compile_kernels(a.parallel, a.normalize)
+        print("augpipe: kernels compiled and cached", flush=True)
+    finally:
+        if a.lock is not None:
+            a.lock.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    _main()
