@@ -36,8 +36,23 @@ def _folder(root: Path) -> Path:
 
 def warmup(backends=("torch", "dali", "ffcv"), say=print) -> dict[str, float]:
     """{row: seconds} for each Loader built and read once; missing backends are skipped (and said)."""
+    import os
+
+    from ..engine.firstuse import ENV
     from ..loader import Loader
 
+    before = os.environ.get(ENV)
+    os.environ[ENV] = "wait"  # compile here, in the foreground: no first-use background process
+    try:
+        return _warmup(backends, say, Loader)
+    finally:
+        if before is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = before
+
+
+def _warmup(backends, say, Loader) -> dict[str, float]:
     rng = np.random.default_rng(0)
     arrays = (rng.integers(0, 256, (64, 3, 32, 32), dtype=np.uint8), np.arange(64) % 2)
     grey = (rng.integers(0, 256, (64, 1, 28, 28), dtype=np.uint8), np.arange(64) % 2)
