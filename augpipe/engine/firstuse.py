@@ -137,12 +137,16 @@ def compile_kernels(parallel: bool, normalize: bool) -> None:
     from ..core.policy import RandAugment, RandomCrop
     from ..kernels import mixing
     from ..kernels.ops import affine_thetas
+    from ..kernels.crop import crop_flip
     from .exec_cpu import apply_ops_cpu
-    from .reference import crop_windows
 
     policy, crop = RandAugment().lower(), RandomCrop(8, padding=2)
     plan = make_plan(0, 0, np.arange(2, dtype=np.int64), 8, 8, 9.0, None, crop, policy)
-    images = crop_windows(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), plan.box, plan.flip, plan.fill)
+    # crop_flip with reference.crop_windows's argument types (not imported from there: it imports this module)
+    images = torch.empty((2, 3, 8, 8), dtype=torch.uint8)
+    crop_flip(np.zeros((2, 3, 8, 8), np.uint8), np.ascontiguousarray(plan.box[:, 0]),
+              np.ascontiguousarray(plan.box[:, 1]), np.ascontiguousarray(plan.flip), np.uint8(plan.fill),
+              images.numpy())
     apply_ops_cpu(images, plan.ops, plan.mags, policy.space, parallel=parallel)
     if normalize:
         mixing.normalize(images.numpy(), np.empty(images.shape, np.float32), np.ones(3, np.float32),
