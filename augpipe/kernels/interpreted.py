@@ -15,6 +15,7 @@ import types
 from numba.core.registry import CPUDispatcher
 
 _TWINS: dict = {}  # kernel -> twin
+_CACHED: set = set()  # kernels seen in numba's cache (they stay there for the process's life)
 
 
 def cached(kernel) -> bool:
@@ -27,7 +28,10 @@ def cached(kernel) -> bool:
 def cached_or_twin(kernel):
     """`kernel` when numba's cache holds it, else its twin: for callers that must not wait for a compile
     (the torch executor, which serves a first use: engine/firstuse.py)."""
-    return kernel if cached(kernel) else interpreted(kernel)
+    if kernel in _CACHED or cached(kernel):
+        _CACHED.add(kernel)  # a hot path (per op of every torch-executor batch): stat until it is there, then never
+        return kernel
+    return interpreted(kernel)
 
 
 def _names(code: types.CodeType):
