@@ -212,7 +212,9 @@ class DaliBackend:
                 ctx.errors.append((self.paths[i], reason))
         else:
             self.mode = "decoded"
-        ctx.warm_up()  # compile the planner and kernels now, not inside DALI's first prefetch
+        # compile the planner and the threaded op kernel now, not inside DALI's first prefetch; a first use
+        # compiles them in the background and batches start from their twins (engine/firstuse.py)
+        ctx.warm_up(background=not self.gpu, parallel=True)
         self._feed = _Feed(self)
         self._pipe = None
         self._next: tuple[int, int] | None = None  # (epoch, step) the running pipeline hands out next
@@ -341,7 +343,7 @@ class DaliBackend:
         else:
             images = torch.from_numpy(np.array(images_tl.as_tensor()))
         index, label, magnitude, ops, mags, where = (np.array(m.as_tensor()) for m in meta)
-        if self.gpu:
+        if self.gpu or ctx.spec.compiling():  # the torch executor: bit-exact with the numba one
             images = apply_ops(images, ops, mags, self.policy.space)
         else:  # the fused numba kernels, on numba's threads while DALI's work on the next batch
             images = apply_ops_cpu(images, ops, mags, self.policy.space, parallel=True, threads=self.ops_threads)

@@ -145,7 +145,8 @@ class BackendContext:
         a pipeline thread starts), so they inherit compiled code.
 
         background: a backend whose batches can come from the kernels' exact
-        twins (the torch backend, in-memory images, CPU, no batch stage) lets
+        twins (the torch backend on images it does not decode with the fused
+        folder pass, the DALI backend; CPU, no batch stage) lets
         a first use compile them in a background process instead
         (engine/firstuse.py); `parallel`: its ops kernel is the threaded one."""
         from ..core.dispatch import compiled
@@ -154,17 +155,18 @@ class BackendContext:
         from .exec_cpu import apply_ops_cpu
         from .firstuse import begin
 
-        if background and self.device.type == "cpu" and self.source.in_memory and self.stage is None:
+        if background and self.device.type == "cpu" and self.stage is None:
             normalize = self.output == "float" and not self.defer_normalize
             self.spec.first_use = begin(parallel, normalize)
             if self.spec.first_use is not None:
                 return
 
         notice(plan_batch, "the planner", 15)
-        notice(compiled().apply_ops_serial, "the augmentation kernels", 30)
+        gen = compiled()
+        notice(gen.apply_ops_batch if parallel else gen.apply_ops_serial, "the augmentation kernels", 30)
         make_plan(0, 0, np.zeros(1, np.int64), 8, 8, 0.0, None, self.crop, self.policy)
         apply_ops_cpu(torch.zeros(1, self.channels, 8, 8, dtype=torch.uint8), np.ones((1, 1)), np.ones((1, 1)),
-                      self.policy.space)
+                      self.policy.space, parallel=parallel)
 
     # ------------------------------------------------------------ output
     def normalize(self, images: torch.Tensor) -> torch.Tensor:

@@ -2,8 +2,9 @@
 
 The first process after an install finds numba's cache empty; compiling the
 planner and the op kernels takes ~40 s on 2 cores, before the first batch.
-For the torch backend on in-memory images (on the CPU, no mixing stage)
-nothing has to wait: the Loader starts one background process that compiles
+For the torch backend (not its fused folder pass) and the DALI backend (whose
+pipeline only decodes and crops), on the CPU with no mixing stage, nothing
+has to wait: the Loader starts one background process that compiles
 those kernels into numba's on-disk cache (`python -m augpipe.engine.firstuse`,
 once per machine and cache, logged beside the lock), and until they are there
 every batch is built from their exact twins: the planner interpreted
@@ -14,8 +15,8 @@ compiled kernels take over as soon as it holds them: the same values, faster.
 
 `AUGPIPE_FIRST_USE=wait` restores the old behaviour (compile in the
 foreground, before the first batch); `augpipe warmup` still compiles
-everything ahead of time, and other backends and sources compile in the
-foreground with their one-line notice.
+everything ahead of time, and the fused folder pass, the FFCV backend and
+mixing stages compile in the foreground with their one-line notice.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ ENV = "AUGPIPE_FIRST_USE"  # "background" (default) or "wait"
 
 
 def _kernels(parallel: bool, normalize: bool) -> list:
-    """The numba kernels a torch-backend batch of in-memory images calls."""
+    """The numba kernels a torch- or DALI-backend batch calls (crop_flip: in-memory images only)."""
     from ..core.dispatch import compiled
     from ..core.plan import plan_batch
     from ..kernels import mixing
