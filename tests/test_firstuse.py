@@ -1,6 +1,7 @@
 """First use without the wait (augpipe/engine/firstuse.py): with numba's cache empty, a torch- or DALI-backend
-Loader on in-memory images hands out its first batch from the kernels' pure-Python and torch twins while a
-background process compiles them, and those batches equal the compiled kernels' bit for bit."""
+Loader on in-memory images, or a torch-backend Loader on an image folder (its fused pass), hands out its first
+batch from the kernels' pure-Python, torch and torchvision twins while a background process compiles them, and
+those batches equal the compiled kernels' bit for bit."""
 from __future__ import annotations
 
 import os
@@ -65,7 +66,9 @@ import numpy as np, torch
 import augpipe as ap
 rng = np.random.default_rng(0)
 arrays = (rng.integers(0, 256, (256, 3, 32, 32), dtype=np.uint8), np.arange(256) % 10)
-loader = ap.Loader(arrays, batch_size=64, magnitude=15, num_workers=2, output="float", seed=3, backend=sys.argv[2])
+source, size, batch = (arrays, None, 64) if sys.argv[3] == "-" else (sys.argv[3], 48, 8)  # 24 photos
+loader = ap.Loader(source, batch_size=batch, magnitude=15, num_workers=2, output="float", seed=3, backend=sys.argv[2],
+                   size=size)
 spec = loader.context.spec
 batches = list(loader)
 print("TWINS", spec.compiling(), flush=True)
@@ -77,21 +80,23 @@ print("READY", not spec.compiling(), flush=True)
 """
 
 
-def _loader_batches(env, out: Path, backend: str):
-    done = subprocess.run([sys.executable, "-c", CODE, str(out), backend], capture_output=True, text=True, env=env,
-                          timeout=1200)
+def _loader_batches(env, out: Path, backend: str, folder):
+    done = subprocess.run([sys.executable, "-c", CODE, str(out), backend, str(folder or "-")], capture_output=True,
+                          text=True, env=env, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout, done.stderr, torch.load(out)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["torch", "dali"])
-def test_a_first_use_starts_at_once_with_the_compiled_kernels_values(backend, tmp_path, monkeypatch):
+@pytest.mark.parametrize("backend, source", [("torch", "arrays"), ("dali", "arrays"), ("torch", "folder")])
+def test_a_first_use_starts_at_once_with_the_compiled_kernels_values(backend, source, tmp_path, monkeypatch,
+                                                                      photo_folder):
     if backend == "dali":
         pytest.importorskip("nvidia.dali")
+    folder = photo_folder if source == "folder" else None
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba"), "AUGPIPE_CACHE": str(tmp_path / "augpipe")}
     env.pop("AUGPIPE_FIRST_USE", None)
-    out, err, first = _loader_batches(env, tmp_path / "first.pt", backend)
+    out, err, first = _loader_batches(env, tmp_path / "first.pt", backend, folder)
     assert "TWINS True" in out and "READY True" in out, (out, err[-2000:])
     assert "compiling augpipe's kernels once in the background" in err
     locks = tmp_path / "augpipe" / "first-use"
@@ -103,14 +108,16 @@ def test_a_first_use_starts_at_once_with_the_compiled_kernels_values(backend, tm
         time.sleep(0.5)
     assert not list(locks.glob("*.pid")) and "kernels compiled and cached" in log.read_text()
     # the next process finds every kernel cached: no first-use line, no twins
-    out, err, second = _loader_batches(env, tmp_path / "second.pt", backend)
+    out, err, second = _loader_batches(env, tmp_path / "second.pt", backend, folder)
     assert "TWINS False" in out and "first use" not in err and "compiling" not in err, err[-2000:]
     # and this process, with the compiled kernels (waiting for a compile if its cache lacked them)
     monkeypatch.setenv("AUGPIPE_FIRST_USE", "wait")
     rng = np.random.default_rng(0)
     arrays = (rng.integers(0, 256, (256, 3, 32, 32), dtype=np.uint8), np.arange(256) % 10)
-    loader = ap.Loader(arrays, batch_size=64, magnitude=15, num_workers=2, output="float", seed=3, backend=backend)
+    loader = ap.Loader(folder or arrays, batch_size=8 if folder else 64, magnitude=15, num_workers=2, output="float", seed=3,
+                       backend=backend, size=48 if folder else None)
     want = [b.images for b in loader]
+    assert len(want) == len(first) > 0
     assert loader.context.spec.first_use is None
     for a, b, c in zip(first, second, want, strict=True):
         assert torch.equal(a, c) and torch.equal(b, c)

@@ -21,7 +21,8 @@ print("HITS", sum(stats.cache_hits.values()), "MISSES", sum(stats.cache_misses.v
 
 
 def _run(folder, cache: Path):
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
+    # compiled in this process (the foreground path); test_firstuse covers the background compile's cache
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "AUGPIPE_FIRST_USE": "wait"}
     done = subprocess.run([sys.executable, "-c", CODE, str(folder)], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     line = next(ln for ln in done.stdout.splitlines() if ln.startswith("HITS")).split()

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..core.ops import param_tables
-from ..engine.reference import BuildSpec, build_part
+from ..engine.reference import BuildSpec, build_part, build_request
 from ..kernels.jpeg import ERRORS, decode_box
 from ..sources import KIND_JPEG, KIND_TRUNCATED, DecodeError
 
@@ -74,6 +74,8 @@ class FolderBatches:
         spec, source = self.spec, self.spec.source
         if len(self.bad):
             indices = indices[~np.isin(indices, self.bad)]
+        if spec.compiling():  # first use: the torchvision path (the same pixels) until the pass is cached
+            return build_request(spec, epoch, step, indices, knob, apply_ops=self.apply_ops)
         fast = self.kinds[indices] == KIND_JPEG
         hw = np.where(fast[:, None], self.sizes[indices], 1)  # the others are planned by build_part below
         plan = spec.plan(epoch, indices, hw[:, 0], hw[:, 1], knob)
@@ -121,12 +123,7 @@ def warm_up(channels: int) -> None:
     """Compile the pass now (before worker threads or processes start); from
     numba's cache after the first process."""
     from ..engine.compiled import notice
-    from ..engine.fused import render_jpeg_batch
+    from ..engine.fused import compile_render, render_jpeg_batch
 
     notice(render_jpeg_batch, "the image-folder kernels", 40)
-
-    empty = np.zeros(0, np.int64)
-    render_jpeg_batch(np.zeros(1, np.uint8), np.zeros(1, np.int64), empty, empty, np.zeros(0, bool),
-                      np.zeros((0, 4), np.int64), np.zeros(0, bool), np.uint8(0), np.zeros((0, 2), np.int8),
-                      np.zeros((0, 2), np.float32), param_tables(0, 8, 8), True, np.int64(1),
-                      np.zeros((0, channels, 8, 8), np.uint8), empty)
+    compile_render(channels)

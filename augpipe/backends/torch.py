@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ..core.batch import Batch
 from ..engine.contract import BackendContext
 from ..engine.exec_torch import apply_ops
-from ..engine.reference import BuildSpec, build_part
+from ..engine.reference import BuildSpec, build_request
 
 OPTIONS = {"workers", "decoder", "validate", "dct_scale", "ops"}
 
@@ -53,11 +53,8 @@ class BatchBuilder(Dataset):
 
     def __getitem__(self, request) -> dict:
         epoch, step, indices, knob = request
-        part = build_part(self.spec, epoch, indices, knob, apply_ops=self.apply_ops, parallel=self.parallel_ops)
-        plan = part.pop("plan")
-        part.update(labels=self.spec.source.labels[plan.index], index=plan.index, magnitude=plan.magnitude,
-                    ops=plan.ops, mags=plan.mags, epoch=epoch, step=step)
-        return part
+        return build_request(self.spec, epoch, step, indices, knob, apply_ops=self.apply_ops,
+                             parallel=self.parallel_ops)
 
 
 class _Requests(Sampler):
@@ -104,13 +101,18 @@ class TorchBackend:
             raise ValueError(f"backend_options['ops'] must be 'workers' or 'device', got {ops_at!r}")
         in_workers = ops_at == "workers"
         # compile before workers fork, so they inherit compiled code; a first use compiles in the background
-        ctx.warm_up(background=self.decoder != "fused", parallel=ctx.num_workers == 0)
-        if self.decoder == "fused":
+        # (the fused folder pass too, its twin being the torchvision path: not with DCT scaling, other pixels)
+        fused = self.decoder == "fused"
+        dct_scale = bool(ctx.options.get("dct_scale"))
+        ctx.warm_up(background=not (fused and dct_scale), parallel=ctx.num_workers == 0,
+                    folder_channels=ctx.channels if fused else 0)
+        if fused:
             from .folder import FolderBatches, screen, warm_up
 
             bad = screen(ctx.spec, ctx.options.get("validate", "header"), ctx.errors)
-            self.builder = FolderBatches(ctx.spec, in_workers, bad, 8 if ctx.options.get("dct_scale") else 1)
-            warm_up(ctx.channels)
+            self.builder = FolderBatches(ctx.spec, in_workers, bad, 8 if dct_scale else 1)
+            if not ctx.spec.compiling():
+                warm_up(ctx.channels)
         else:
             self.builder = BatchBuilder(ctx.spec, apply_ops=in_workers)
             self.builder.parallel_ops = ctx.num_workers == 0

@@ -2,21 +2,22 @@
 
 The first process after an install finds numba's cache empty; compiling the
 planner and the op kernels takes ~40 s on 2 cores, before the first batch.
-For the torch backend (not its fused folder pass) and the DALI backend (whose
-pipeline only decodes and crops), on the CPU with no mixing stage, nothing
-has to wait: the Loader starts one background process that compiles
+For the torch backend and the DALI backend (whose pipeline only decodes and
+crops), on the CPU with no mixing stage, nothing has to wait: the Loader starts one background process that compiles
 those kernels into numba's on-disk cache (`python -m augpipe.engine.firstuse`,
 once per machine and cache, logged beside the lock), and until they are there
 every batch is built from their exact twins: the planner interpreted
 (augpipe.kernels.interpreted), the crop as torch slicing, the ops by the torch
 executor (bit-exact with the numba one), normalisation in torch (the same two
-roundings). Each batch checks the cache again (a few `stat` calls) and the
+roundings), and image folders through the torchvision path (decode + resize,
+the fused pass's pixels: tests/test_folder.py). Each batch checks the cache again (a few `stat` calls) and the
 compiled kernels take over as soon as it holds them: the same values, faster.
 
 `AUGPIPE_FIRST_USE=wait` restores the old behaviour (compile in the
 foreground, before the first batch); `augpipe warmup` still compiles
-everything ahead of time, and the fused folder pass, the FFCV backend and
-mixing stages compile in the foreground with their one-line notice.
+everything ahead of time, and the FFCV backend, DCT-scaled folder decoding
+(not the torchvision pixels) and mixing stages compile in the foreground with
+their one-line notice.
 """
 from __future__ import annotations
 
@@ -35,16 +36,21 @@ from .compiled import cached
 ENV = "AUGPIPE_FIRST_USE"  # "background" (default) or "wait"
 
 
-def _kernels(parallel: bool, normalize: bool) -> list:
-    """The numba kernels a torch- or DALI-backend batch calls (crop_flip: in-memory images only)."""
+def _kernels(parallel: bool, normalize: bool, folder_channels: int = 0) -> list:
+    """The numba kernels a torch- or DALI-backend batch calls (crop_flip: in-memory images only;
+    render_jpeg_batch: the torch backend's image-folder pass)."""
     from ..core.dispatch import compiled
     from ..core.plan import plan_batch
     from ..kernels import mixing
     from ..kernels.crop import crop_flip
 
     gen = compiled()
-    return [plan_batch, gen.apply_ops_batch if parallel else gen.apply_ops_serial, crop_flip] + (
-        [mixing.normalize] if normalize else [])
+    kernels = [plan_batch, gen.apply_ops_batch if parallel else gen.apply_ops_serial, crop_flip]
+    if folder_channels:
+        from .fused import render_jpeg_batch
+
+        kernels.append(render_jpeg_batch)
+    return kernels + ([mixing.normalize] if normalize else [])
 
 
 @dataclass
@@ -53,26 +59,28 @@ class FirstUse:
 
     parallel: bool
     normalize: bool
+    folder_channels: int = 0  # the fused folder pass's image channels (0: not used)
     _ready: bool = False
 
     def ready(self) -> bool:
         """Whether numba's cache holds every kernel now (sticky once true)."""
         if not self._ready:
-            self._ready = all(cached(k) for k in _kernels(self.parallel, self.normalize))
+            self._ready = all(cached(k) for k in _kernels(self.parallel, self.normalize, self.folder_channels))
         return self._ready
 
 
-def begin(parallel: bool, normalize: bool, say=None) -> FirstUse | None:
+def begin(parallel: bool, normalize: bool, say=None, folder_channels: int = 0) -> FirstUse | None:
     """A FirstUse when the kernels are not cached yet (the background compile started, or already running
     in another process); None when they are cached or $AUGPIPE_FIRST_USE is "wait"."""
     mode = os.environ.get(ENV, "background")
     if mode not in ("background", "wait"):
         raise ValueError(f"${ENV} must be 'background' or 'wait', got {mode!r}")
-    state = FirstUse(parallel, normalize)
+    state = FirstUse(parallel, normalize, folder_channels)
     if mode == "wait" or state.ready():
         return None
-    log = _spawn(parallel, normalize)
-    (say or _stderr)(f"augpipe: first use: compiling augpipe's kernels once in the background (about 40 s on "
+    log = _spawn(parallel, normalize, folder_channels)
+    seconds = 80 if folder_channels else 40
+    (say or _stderr)(f"augpipe: first use: compiling augpipe's kernels once in the background (about {seconds} s on "
                      f"2 cores; log: {log}); batches start now from their exact twins (the same values, slower) "
                      f"and speed up when the compiled kernels are cached")
     return state
@@ -82,9 +90,10 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _lock_paths(parallel: bool, normalize: bool) -> tuple[Path, Path]:
+def _lock_paths(parallel: bool, normalize: bool, folder_channels: int) -> tuple[Path, Path]:
     """One lock and log per numba cache location and kernel set: processes that share a cache share a compile."""
-    where = "|".join(str(getattr(getattr(k, "_cache", None), "_cache_path", "")) for k in _kernels(parallel, normalize))
+    where = "|".join(str(getattr(getattr(k, "_cache", None), "_cache_path", ""))
+                     for k in _kernels(parallel, normalize, folder_channels)) + f"|{folder_channels}"
     key = hashlib.sha1(where.encode()).hexdigest()[:16]
     base = Path(os.environ.get("AUGPIPE_CACHE", Path.home() / ".cache" / "augpipe")) / "first-use"
     base.mkdir(parents=True, exist_ok=True)
@@ -101,9 +110,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _spawn(parallel: bool, normalize: bool) -> Path:
+def _spawn(parallel: bool, normalize: bool, folder_channels: int) -> Path:
     """Start the background compile unless one is running for this cache; the log's path."""
-    lock, log = _lock_paths(parallel, normalize)
+    lock, log = _lock_paths(parallel, normalize, folder_channels)
     for _ in range(2):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -119,6 +128,7 @@ def _spawn(parallel: bool, normalize: bool) -> Path:
         args = [sys.executable, "-m", "augpipe.engine.firstuse", "--lock", str(lock)]
         args += ["--parallel"] if parallel else []
         args += ["--normalize"] if normalize else []
+        args += ["--folder-channels", str(folder_channels)] if folder_channels else []
         with open(log, "w") as out:  # the child keeps its own handle
             proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                     env={**os.environ, ENV: "wait"}, start_new_session=True)
@@ -128,9 +138,10 @@ def _spawn(parallel: bool, normalize: bool) -> Path:
     return log
 
 
-def compile_kernels(parallel: bool, normalize: bool) -> None:
+def compile_kernels(parallel: bool, normalize: bool, folder_channels: int = 0) -> None:
     """Compile (into numba's on-disk cache) what `FirstUse` waits for, with the argument types a Loader's
-    batches use: every in-memory source plans, crops, augments and normalises with the same signatures."""
+    batches use: every in-memory source plans, crops, augments and normalises with the same signatures, the
+    folder pass (folder_channels > 0) is called with one signature per channel count."""
     import torch
 
     from ..core.dispatch import op_params
@@ -149,6 +160,10 @@ def compile_kernels(parallel: bool, normalize: bool) -> None:
               np.ascontiguousarray(plan.box[:, 1]), np.ascontiguousarray(plan.flip), np.uint8(plan.fill),
               images.numpy())
     apply_ops_cpu(images, plan.ops, plan.mags, policy.space, parallel=parallel)
+    if folder_channels:
+        from .fused import compile_render
+
+        compile_render(folder_channels)
     if normalize:
         mixing.normalize(images.numpy(), np.empty(images.shape, np.float32), np.ones(3, np.float32),
                          np.zeros(3, np.float32))
@@ -162,9 +177,10 @@ def _main(argv=None) -> None:
     p.add_argument("--lock", type=Path, help="remove this lock file when done")
     p.add_argument("--parallel", action="store_true")
     p.add_argument("--normalize", action="store_true")
+    p.add_argument("--folder-channels", type=int, default=0)
     a = p.parse_args(argv)
     try:
-        compile_kernels(a.parallel, a.normalize)
+        compile_kernels(a.parallel, a.normalize, a.folder_channels)
         print("augpipe: kernels compiled and cached", flush=True)
     finally:
         if a.lock is not None:

@@ -16,6 +16,7 @@ import numpy as np
 from numba import njit
 
 from ..core.dispatch import compiled
+from ..core.ops import param_tables
 from ..kernels.decode import dct_denominator, scale_box, scaled_size
 from ..kernels.jpeg import decode_box
 from ..kernels.resize import resize_box_rgbx, resize_scratch_rgbx
@@ -118,3 +119,13 @@ def render_jpeg_batch(buf, offsets, heights, widths, jpeg, boxes, flips, fill, o
             out[i] = 0
             continue
         finish_image(image, channels, ops[i], mags[i], tables, has_ops, pair, out[i])
+
+
+def compile_render(channels: int) -> None:
+    """Compile `render_jpeg_batch` with the argument types the image-folder path calls it with (from numba's
+    cache after the first process): an empty batch of `channels`-channel images."""
+    empty = np.zeros(0, np.int64)
+    render_jpeg_batch(np.zeros(1, np.uint8), np.zeros(1, np.int64), empty, empty, np.zeros(0, np.bool_),
+                      np.zeros((0, 4), np.int64), np.zeros(0, np.bool_), np.uint8(0), np.zeros((0, 2), np.int8),
+                      np.zeros((0, 2), np.float32), param_tables(0, 8, 8), True, np.int64(1),
+                      np.zeros((0, channels, 8, 8), np.uint8), empty)

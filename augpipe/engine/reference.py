@@ -141,3 +141,14 @@ def build_part(spec: BuildSpec, epoch: int, indices: np.ndarray, knob, *, caps: 
 
         images = apply_ops_cpu(images, plan.ops, plan.mags, plan.space, parallel=parallel)
     return {"images": images, "plan": plan, "skipped": skipped}
+
+
+def build_request(spec: BuildSpec, epoch: int, step: int, indices: np.ndarray, knob, *, apply_ops: bool = True,
+                  parallel: bool = False) -> dict:
+    """`build_part` as a backend's worker hands it out: images, skipped, and the plan's fields (labels, index,
+    magnitude, ops, mags) with the request's epoch and step."""
+    part = build_part(spec, epoch, indices, knob, apply_ops=apply_ops, parallel=parallel)
+    plan = part.pop("plan")
+    part.update(labels=spec.source.labels[plan.index], index=plan.index, magnitude=plan.magnitude,
+                ops=plan.ops, mags=plan.mags, epoch=epoch, step=step)
+    return part
