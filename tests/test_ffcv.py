@@ -292,7 +292,8 @@ def test_the_ffcv_stage_is_compiled_once_per_install(photo_beton, tmp_path):
     """FFCV compiles a stage per Loader; the per-sample work inside it (`ffcv_rows.rows`, `.record`)
     and FFCV's .beton reader come from numba's cache in later processes and is shared by the Loaders of one."""
     cache = tmp_path / "numba"
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
+    # compiled in this process (the foreground path); test_firstuse covers the background compile's cache
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "AUGPIPE_FIRST_USE": "wait"}
 
     def once():
         done = subprocess.run([sys.executable, "-c", FFCV_CODE, str(photo_beton.path)], capture_output=True, text=True,

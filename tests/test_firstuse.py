@@ -1,7 +1,7 @@
 """First use without the wait (augpipe/engine/firstuse.py): with numba's cache empty, a torch- or DALI-backend
-Loader on in-memory images, or a torch-backend Loader on an image folder (its fused pass), hands out its first
-batch from the kernels' pure-Python, torch and torchvision twins while a background process compiles them, and
-those batches equal the compiled kernels' bit for bit."""
+Loader on in-memory images, a torch-backend Loader on an image folder (its fused pass), or an FFCV-backend Loader
+(its compiled stage) hands out its first batch from the kernels' pure-Python, torch and torchvision twins while
+a background process compiles them, and those batches equal the compiled kernels' bit for bit."""
 from __future__ import annotations
 
 import os
@@ -18,6 +18,7 @@ from augpipe.core import plan as planner
 from augpipe.core.dispatch import compiled
 from augpipe.core.ops import OPS, STANDARD, WIDE, param_tables
 from augpipe.core.policy import RandomCrop, RandomResizedCrop
+from augpipe.engine.firstuse import FirstUse
 from augpipe.kernels.interpreted import interpreted
 from augpipe.kernels.ops import affine_thetas
 
@@ -66,13 +67,14 @@ import numpy as np, torch
 import augpipe as ap
 rng = np.random.default_rng(0)
 arrays = (rng.integers(0, 256, (256, 3, 32, 32), dtype=np.uint8), np.arange(256) % 10)
-source, size, batch = (arrays, None, 64) if sys.argv[3] == "-" else (sys.argv[3], 48, 8)  # 24 photos
+grey = (rng.integers(0, 256, (256, 1, 28, 28), dtype=np.uint8), np.arange(256) % 10)
+source, size, batch = {"-": (arrays, None, 64), "grey": (grey, None, 64)}.get(sys.argv[3], (sys.argv[3], 48, 8))
 loader = ap.Loader(source, batch_size=batch, magnitude=15, num_workers=2, output="float", seed=3, backend=sys.argv[2],
                    size=size)
 spec = loader.context.spec
 batches = list(loader)
 print("TWINS", spec.compiling(), flush=True)
-torch.save([b.images for b in batches], sys.argv[1])
+torch.save([(b.images, b.labels, b.index, b.magnitude, b.ops, b.mags) for b in batches], sys.argv[1])
 deadline = time.time() + 900
 while spec.compiling() and time.time() < deadline:
     time.sleep(0.5)
@@ -88,12 +90,15 @@ def _loader_batches(env, out: Path, backend: str, folder):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend, source", [("torch", "arrays"), ("dali", "arrays"), ("torch", "folder")])
+@pytest.mark.parametrize("backend, source", [("torch", "arrays"), ("dali", "arrays"), ("torch", "folder"),
+                                             ("ffcv", "grey"), ("ffcv", "folder")])
 def test_a_first_use_starts_at_once_with_the_compiled_kernels_values(backend, source, tmp_path, monkeypatch,
                                                                       photo_folder):
     if backend == "dali":
         pytest.importorskip("nvidia.dali")
-    folder = photo_folder if source == "folder" else None
+    if backend == "ffcv":
+        pytest.importorskip("ffcv")
+    folder = {"folder": photo_folder, "grey": "grey"}.get(source)
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba"), "AUGPIPE_CACHE": str(tmp_path / "augpipe")}
     env.pop("AUGPIPE_FIRST_USE", None)
     out, err, first = _loader_batches(env, tmp_path / "first.pt", backend, folder)
@@ -114,16 +119,64 @@ def test_a_first_use_starts_at_once_with_the_compiled_kernels_values(backend, so
     monkeypatch.setenv("AUGPIPE_FIRST_USE", "wait")
     rng = np.random.default_rng(0)
     arrays = (rng.integers(0, 256, (256, 3, 32, 32), dtype=np.uint8), np.arange(256) % 10)
-    loader = ap.Loader(folder or arrays, batch_size=8 if folder else 64, magnitude=15, num_workers=2, output="float", seed=3,
-                       backend=backend, size=48 if folder else None)
-    want = [b.images for b in loader]
+    grey = (rng.integers(0, 256, (256, 1, 28, 28), dtype=np.uint8), np.arange(256) % 10)
+    data, size, batch = {None: (arrays, None, 64), "grey": (grey, None, 64)}.get(folder, (folder, 48, 8))
+    loader = ap.Loader(data, batch_size=batch, magnitude=15, num_workers=2, output="float", seed=3, backend=backend,
+                       size=size)
+    want = [(b.images, b.labels, b.index, b.magnitude, b.ops, b.mags) for b in loader]
     assert len(want) == len(first) > 0
     assert loader.context.spec.first_use is None
-    for a, b, c in zip(first, second, want, strict=True):
-        assert torch.equal(a, c) and torch.equal(b, c)
+    for a, b, c in zip(first, second, want, strict=True):  # images, labels, index, magnitude, ops, mags
+        for x, y, z in zip(a, b, c, strict=True):
+            assert torch.equal(x, z) and torch.equal(y, z)
 
 
 def test_a_bad_first_use_setting_is_named(monkeypatch):
     monkeypatch.setenv("AUGPIPE_FIRST_USE", "later")
     with pytest.raises(ValueError, match="AUGPIPE_FIRST_USE"):
         ap.Loader((np.zeros((8, 1, 8, 8), np.uint8), np.zeros(8, np.int64)), batch_size=4, num_workers=0)
+
+
+class _Switch(FirstUse):
+    """A first use whose kernels count as cached once the test says so (they are: this process's cache is
+    warm), so that a Loader switches from the twins to the compiled path where the test wants it."""
+
+    now = False
+
+    def ready(self) -> bool:
+        return self.now and super().ready()
+
+
+@pytest.mark.parametrize("backend", ["ffcv", "torch"])
+def test_the_switch_from_twins_to_compiled_kernels_mid_epoch_keeps_every_batch(backend, monkeypatch, photo_folder):
+    """FFCV's stage is built when the twins stop (the steps after the switch come from FFCV's own pipeline);
+    the torch backend's folder pass takes over per batch. Either way the two epochs are the compiled ones."""
+    if backend == "ffcv":
+        pytest.importorskip("ffcv")
+    from augpipe.engine import firstuse
+
+    def epochs(loader, switch: bool):
+        out = []
+        for epoch in range(2):
+            loader.set_epoch(epoch)
+            for step, b in enumerate(loader):
+                out.append((b.images, b.labels, b.index, b.magnitude, b.ops))
+                if switch and step == 0 and epoch == 0:
+                    assert loader.context.spec.compiling()  # the first batch came from the twins
+                    made[0].now = True
+        return out
+
+    kw = dict(batch_size=4, magnitude=12, num_workers=2, seed=5, backend=backend, size=40, output="float")
+    want = epochs(ap.Loader(photo_folder, **kw), False)
+    made = []
+    monkeypatch.setattr(firstuse, "begin", lambda parallel, normalize, say=None, folder_channels=0, extra="":
+                        made.append(_Switch(parallel, normalize, folder_channels, extra)) or made[-1])
+    loader = ap.Loader(photo_folder, **kw)
+    got = epochs(loader, True)
+    assert not loader.context.spec.compiling()
+    if backend == "ffcv":
+        assert loader._backend._ffcv is not None  # FFCV's pipeline built mid-epoch 0
+    assert len(got) == len(want) == 12
+    for a, b in zip(got, want):
+        for x, y in zip(a, b):
+            assert torch.equal(x, y)

@@ -17,6 +17,12 @@ FFCV compiles for each Loader is only a pass over the stored fields and
 three calls: a C runner that starts the threads, `rows` on each, and
 `ffcv_rows.record` (see ffcv_rows for why).
 
+First use (numba's cache empty, order=None, no dct_scale, CPU, no batch
+stage): the stage compiles in a background process (engine/firstuse.py) and
+until it is cached `TwinBatches` builds the batches from the same .beton with
+the kernels' twins -- the same values --, then FFCV's pipeline is built and
+goes on from the next step.
+
 Grey sources stay grey: the .beton stores them as RGB (R = G = B), and the
 stage keeps one channel after the resize, so the ops run on 1-channel images
 exactly as the other backends run them, and batches are (N, 1, H, W).
@@ -378,25 +384,34 @@ class FfcvBackend:
                            error=self.live.error)
         self.epoch, self.start, self.order, self.real = 0, 0, ctx.order(0), 0
         self.failure: BaseException | None = None
-        ctx.warm_up()
-        device = ctx.device
+        self.os_cache = bool(opts.get("os_cache", True))
+        # A first use (numba's cache empty) with the Loader's own order and torch's pixels: batches come from
+        # the twins over the .beton (engine/firstuse.py) while the stage compiles in the background
+        ctx.warm_up(background=self.order_option is None and not self.dct_scale, extra="augpipe.backends.ffcv_rows")
+        self.twins = TwinBatches(self) if ctx.spec.compiling() else None
+        self._ffcv = None if self.twins is not None else self._make_ffcv()
+        self._iterator = None
+
+    def _make_ffcv(self) -> "_Ffcv":
+        """FFCV's Loader (its constructor compiles the stage: from numba's cache but for FFCV's own pass)."""
+        ctx = self.ctx
         image_ops = [PlanDecoder(self), ToTensor()]  # CHW already: no ToTorchImage
-        if device.type == "cuda":
-            image_ops.append(ToDevice(device, non_blocking=True))
+        if ctx.device.type == "cuda":
+            image_ops.append(ToDevice(ctx.device, non_blocking=True))
         order = _PlanOrder(self) if self.order_option is None else {
             "random": OrderOption.RANDOM, "quasi_random": OrderOption.QUASI_RANDOM,
             "sequential": OrderOption.SEQUENTIAL}[self.order_option]
-        self._ffcv = _Ffcv(
+        loader = _Ffcv(
             str(self.path), batch_size=ctx.batch_size, num_workers=self.threads,
-            os_cache=bool(opts.get("os_cache", True)), order=order,
+            os_cache=self.os_cache, order=order,
             distributed=self.order_option is not None and ctx.world_size > 1, seed=ctx.seed,
             drop_last=ctx.drop_last, batches_ahead=self.batches_ahead,
             # labels and stored indices come from the rows the stage records (FFCV's IntDecoder
             # pipelines cost a compile each per Loader, ~0.3-0.7 s on 2 cores)
             pipelines={"image": image_ops, "label": None, "index": None},
         )
-        self._ffcv.augpipe_backend = self
-        self._iterator = None
+        loader.augpipe_backend = self
+        return loader
 
     @property
     def lag(self) -> int:
@@ -406,6 +421,13 @@ class FfcvBackend:
     # ------------------------------------------------------------ iterate
     def iterate(self, epoch: int, start: int) -> Iterator[Batch]:
         self.close()
+        if self._ffcv is None:
+            if self.twins.spec.compiling():
+                start = yield from self.twins.iterate(epoch, start)  # the step FFCV goes on from, once cached
+                if start is None:
+                    return
+            self.twins.close()
+            self._ffcv = self._make_ffcv()
         ctx, live = self.ctx, self.live
         own_order = self.order_option is None
         if own_order:
@@ -444,6 +466,75 @@ class FfcvBackend:
             it.close()
             if it.is_alive():
                 it.join(timeout=5)
+
+
+class TwinBatches:
+    """A first use's batches (numba's cache empty, engine/firstuse.py): the torch backend's path over the
+    .beton, on `threads` threads -- each sample loaded from the file (libjpeg-turbo's accurate IDCT, as the
+    stage decodes), planned by the planner's twin, cropped and resized with torch's arithmetic, grey sources
+    cut to their one channel after the resize as the stage does, the ops by the torch executor: the stage's
+    values, slower, until its compiled code is cached."""
+
+    def __init__(self, backend: "FfcvBackend"):
+        from ..engine.reference import BuildSpec
+
+        ctx = backend.ctx
+        self.b, self.ctx = backend, ctx
+        self.spec = BuildSpec(backend.beton, ctx.policy, ctx.crop, ctx.knob, ctx.seed, ctx.on_error,
+                              first_use=ctx.spec.first_use)
+        self.pool = None
+
+    def iterate(self, epoch: int, start: int):
+        """Yields batches from step `start` while the kernels compile; returns the step the compiled stage
+        takes over at, or None when the epoch ended first."""
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+        from itertools import islice
+
+        if self.pool is None:
+            import weakref
+
+            self.pool = ThreadPoolExecutor(self.b.threads, thread_name_prefix="augpipe-ffcv-twins")
+            weakref.finalize(self, self.pool.shutdown, wait=False, cancel_futures=True)
+        requests = self.ctx.requests(epoch, start)
+        pending = deque(self.pool.submit(self._build, r) for r in islice(requests, self.b.lag))
+        step = start
+        try:
+            while pending:
+                batch, skipped = pending.popleft().result()
+                self.ctx.errors.extend(skipped)
+                step = batch.step + 1
+                yield batch
+                if not self.spec.compiling():
+                    break  # requests already dispatched are handed out first, in order
+                pending.extend(self.pool.submit(self._build, r) for r in islice(requests, 1))
+            for future in list(pending):
+                batch, skipped = future.result()
+                pending.popleft()
+                self.ctx.errors.extend(skipped)
+                step = batch.step + 1
+                yield batch
+        finally:
+            for future in pending:  # an abandoned epoch
+                future.cancel()
+        return None if step >= self.ctx.num_batches else step
+
+    def _build(self, request) -> tuple[Batch, list]:
+        from ..engine.exec_torch import apply_ops
+        from ..engine.reference import build_part
+
+        epoch, step, rows, knob = request
+        part = build_part(self.spec, epoch, rows, knob, apply_ops=False)
+        plan, beton = part["plan"], self.b.beton
+        images = part["images"][:, :self.b.channels].contiguous()  # grey: stored as RGB, one channel kept
+        images = apply_ops(images, plan.ops, plan.mags, plan.space)
+        return self.ctx.finish(images, beton.labels[plan.index], beton.source_index[plan.index], plan.magnitude,
+                               plan.ops, plan.mags, epoch, step), part["skipped"]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = None
 
 
 def _batches(it, backend: "FfcvBackend"):

@@ -136,19 +136,36 @@ def record(frame_addr):
 
 
 _COMPILED: dict = {}  # name -> CFunc: kept alive, since FFCV's stages hold only their addresses
+_MADE: dict = {}  # name -> CFunc, compiled or not (its cache can be asked whether it holds the code)
+SIGNATURES = {"rows": types.void(types.int64, types.int64), "record": types.void(types.int64)}
 
 
-def _c_function(py_func, signature):
-    if py_func.__name__ not in _COMPILED:
+def _c_function(py_func, compile: bool = True):
+    name = py_func.__name__
+    fn = _MADE.get(name)
+    if fn is None:
         from numba.core import sigutils
         from numba.core.ccallback import CFunc
 
-        fn = CFunc(py_func, sigutils.normalize_signature(signature), locals={}, options={})
+        fn = CFunc(py_func, sigutils.normalize_signature(SIGNATURES[name]), locals={}, options={})
         fn.enable_caching()
+        _MADE[name] = fn
+    if compile and name not in _COMPILED:
         notice(fn, "the FFCV stage", 15)
         fn.compile()
-        _COMPILED[py_func.__name__] = fn
-    return _COMPILED[py_func.__name__]
+        _COMPILED[name] = fn
+    return fn
+
+
+def first_use_kernels() -> list:
+    """The stage's C functions, not compiled: what a first use waits for in numba's cache (engine/firstuse.py
+    asks for them by this module's name; the engine does not import backends)."""
+    return [_c_function(rows, compile=False), _c_function(record, compile=False)]
+
+
+def compile_for_first_use() -> None:
+    """Compile them into numba's cache (the first-use background process)."""
+    c_functions()
 
 
 def c_functions():
@@ -160,8 +177,8 @@ def c_functions():
 
     runner = LIBRARY.augpipe_parallel_rows
     runner.argtypes, runner.restype = [ctypes.c_uint64, ctypes.c_int64, ctypes.c_int64], ctypes.c_int
-    rows_c = _c_function(rows, types.void(types.int64, types.int64))
-    record_c = _c_function(record, types.void(types.int64))
+    rows_c = _c_function(rows)
+    record_c = _c_function(record)
     return runner, rows_c.address, record_c.ctypes
 
 

@@ -140,7 +140,8 @@ class BackendContext:
         """Plan samples at `knob` (scalar or per sample), bounded by the live caps."""
         return self.spec.plan(epoch, indices, heights, widths, knob, caps)
 
-    def warm_up(self, background: bool = False, parallel: bool = False, folder_channels: int = 0) -> None:
+    def warm_up(self, background: bool = False, parallel: bool = False, folder_channels: int = 0,
+                extra: str = "") -> None:
         """Compile the planner and the CPU executor now (before workers fork or
         a pipeline thread starts), so they inherit compiled code.
 
@@ -148,7 +149,8 @@ class BackendContext:
         twins (the torch backend, the DALI backend; CPU, no batch stage) lets
         a first use compile them in a background process instead
         (engine/firstuse.py); `parallel`: its ops kernel is the threaded one; `folder_channels`: it also
-        waits for the torch backend's fused folder pass (the caller compiles that one when not compiling)."""
+        waits for the torch backend's fused folder pass (the caller compiles that one when not compiling);
+        `extra`: a backend module whose own kernels it waits for too (firstuse._kernels)."""
         from ..core.dispatch import compiled
         from ..core.plan import plan_batch
         from .compiled import notice
@@ -157,7 +159,7 @@ class BackendContext:
 
         if background and self.device.type == "cpu" and self.stage is None:
             normalize = self.output == "float" and not self.defer_normalize
-            self.spec.first_use = begin(parallel, normalize, folder_channels=folder_channels)
+            self.spec.first_use = begin(parallel, normalize, folder_channels=folder_channels, extra=extra)
             if self.spec.first_use is not None:
                 return
 

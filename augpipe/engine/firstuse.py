@@ -2,8 +2,10 @@
 
 The first process after an install finds numba's cache empty; compiling the
 planner and the op kernels takes ~40 s on 2 cores, before the first batch.
-For the torch backend and the DALI backend (whose pipeline only decodes and
-crops), on the CPU with no mixing stage, nothing has to wait: the Loader starts one background process that compiles
+For the torch backend, the DALI backend (whose pipeline only decodes and
+crops) and the FFCV backend in the Loader's own order (its batches built from
+the .beton by the torch backend's path until FFCV's stage is cached), on the
+CPU with no mixing stage, nothing has to wait: the Loader starts one background process that compiles
 those kernels into numba's on-disk cache (`python -m augpipe.engine.firstuse`,
 once per machine and cache, logged beside the lock), and until they are there
 every batch is built from their exact twins: the planner interpreted
@@ -15,14 +17,15 @@ compiled kernels take over as soon as it holds them: the same values, faster.
 
 `AUGPIPE_FIRST_USE=wait` restores the old behaviour (compile in the
 foreground, before the first batch); `augpipe warmup` still compiles
-everything ahead of time, and the FFCV backend, DCT-scaled folder decoding
-(not the torchvision pixels) and mixing stages compile in the foreground with
+everything ahead of time, and FFCV's own orders, DCT-scaled decoding (not
+the torchvision pixels) and mixing stages compile in the foreground with
 their one-line notice.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import os
 import subprocess
 import sys
@@ -36,9 +39,11 @@ from .compiled import cached
 ENV = "AUGPIPE_FIRST_USE"  # "background" (default) or "wait"
 
 
-def _kernels(parallel: bool, normalize: bool, folder_channels: int = 0) -> list:
+def _kernels(parallel: bool, normalize: bool, folder_channels: int = 0, extra: str = "") -> list:
     """The numba kernels a torch- or DALI-backend batch calls (crop_flip: in-memory images only;
-    render_jpeg_batch: the torch backend's image-folder pass)."""
+    render_jpeg_batch: the torch backend's image-folder pass), and a backend's own (`extra`: the name of a
+    module with `first_use_kernels()`, uncompiled kernels, and `compile_for_first_use()`; by name, so that
+    the engine need not import the backends above it)."""
     from ..core.dispatch import compiled
     from ..core.plan import plan_batch
     from ..kernels import mixing
@@ -50,6 +55,8 @@ def _kernels(parallel: bool, normalize: bool, folder_channels: int = 0) -> list:
         from .fused import render_jpeg_batch
 
         kernels.append(render_jpeg_batch)
+    if extra:
+        kernels += importlib.import_module(extra).first_use_kernels()
     return kernels + ([mixing.normalize] if normalize else [])
 
 
@@ -60,26 +67,28 @@ class FirstUse:
     parallel: bool
     normalize: bool
     folder_channels: int = 0  # the fused folder pass's image channels (0: not used)
+    extra: str = ""  # a backend module whose own kernels are waited for too (see _kernels)
     _ready: bool = False
 
     def ready(self) -> bool:
         """Whether numba's cache holds every kernel now (sticky once true)."""
         if not self._ready:
-            self._ready = all(cached(k) for k in _kernels(self.parallel, self.normalize, self.folder_channels))
+            self._ready = all(cached(k) for k in _kernels(self.parallel, self.normalize, self.folder_channels,
+                                                          self.extra))
         return self._ready
 
 
-def begin(parallel: bool, normalize: bool, say=None, folder_channels: int = 0) -> FirstUse | None:
+def begin(parallel: bool, normalize: bool, say=None, folder_channels: int = 0, extra: str = "") -> FirstUse | None:
     """A FirstUse when the kernels are not cached yet (the background compile started, or already running
     in another process); None when they are cached or $AUGPIPE_FIRST_USE is "wait"."""
     mode = os.environ.get(ENV, "background")
     if mode not in ("background", "wait"):
         raise ValueError(f"${ENV} must be 'background' or 'wait', got {mode!r}")
-    state = FirstUse(parallel, normalize, folder_channels)
+    state = FirstUse(parallel, normalize, folder_channels, extra)
     if mode == "wait" or state.ready():
         return None
-    log = _spawn(parallel, normalize, folder_channels)
-    seconds = 80 if folder_channels else 40
+    log = _spawn(state)
+    seconds = 80 if folder_channels or extra else 40
     (say or _stderr)(f"augpipe: first use: compiling augpipe's kernels once in the background (about {seconds} s on "
                      f"2 cores; log: {log}); batches start now from their exact twins (the same values, slower) "
                      f"and speed up when the compiled kernels are cached")
@@ -90,10 +99,11 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _lock_paths(parallel: bool, normalize: bool, folder_channels: int) -> tuple[Path, Path]:
+def _lock_paths(state: FirstUse) -> tuple[Path, Path]:
     """One lock and log per numba cache location and kernel set: processes that share a cache share a compile."""
     where = "|".join(str(getattr(getattr(k, "_cache", None), "_cache_path", ""))
-                     for k in _kernels(parallel, normalize, folder_channels)) + f"|{folder_channels}"
+                     for k in _kernels(state.parallel, state.normalize, state.folder_channels, state.extra))
+    where += f"|{state.folder_channels}|{state.extra}"
     key = hashlib.sha1(where.encode()).hexdigest()[:16]
     base = Path(os.environ.get("AUGPIPE_CACHE", Path.home() / ".cache" / "augpipe")) / "first-use"
     base.mkdir(parents=True, exist_ok=True)
@@ -110,9 +120,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _spawn(parallel: bool, normalize: bool, folder_channels: int) -> Path:
+def _spawn(state: FirstUse) -> Path:
     """Start the background compile unless one is running for this cache; the log's path."""
-    lock, log = _lock_paths(parallel, normalize, folder_channels)
+    lock, log = _lock_paths(state)
     for _ in range(2):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -126,9 +136,10 @@ def _spawn(parallel: bool, normalize: bool, folder_channels: int) -> Path:
             lock.unlink(missing_ok=True)  # stale: its process ended without filling the cache
             continue
         args = [sys.executable, "-m", "augpipe.engine.firstuse", "--lock", str(lock)]
-        args += ["--parallel"] if parallel else []
-        args += ["--normalize"] if normalize else []
-        args += ["--folder-channels", str(folder_channels)] if folder_channels else []
+        args += ["--parallel"] if state.parallel else []
+        args += ["--normalize"] if state.normalize else []
+        args += ["--folder-channels", str(state.folder_channels)] if state.folder_channels else []
+        args += ["--extra", state.extra] if state.extra else []
         with open(log, "w") as out:  # the child keeps its own handle
             proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                     env={**os.environ, ENV: "wait"}, start_new_session=True)
@@ -138,7 +149,7 @@ def _spawn(parallel: bool, normalize: bool, folder_channels: int) -> Path:
     return log
 
 
-def compile_kernels(parallel: bool, normalize: bool, folder_channels: int = 0) -> None:
+def compile_kernels(parallel: bool, normalize: bool, folder_channels: int = 0, extra: str = "") -> None:
     """Compile (into numba's on-disk cache) what `FirstUse` waits for, with the argument types a Loader's
     batches use: every in-memory source plans, crops, augments and normalises with the same signatures, the
     folder pass (folder_channels > 0) is called with one signature per channel count."""
@@ -164,6 +175,8 @@ def compile_kernels(parallel: bool, normalize: bool, folder_channels: int = 0) -
         from .fused import compile_render
 
         compile_render(folder_channels)
+    if extra:
+        importlib.import_module(extra).compile_for_first_use()
     if normalize:
         mixing.normalize(images.numpy(), np.empty(images.shape, np.float32), np.ones(3, np.float32),
                          np.zeros(3, np.float32))
@@ -178,9 +191,10 @@ def _main(argv=None) -> None:
     p.add_argument("--parallel", action="store_true")
     p.add_argument("--normalize", action="store_true")
     p.add_argument("--folder-channels", type=int, default=0)
+    p.add_argument("--extra", default="", help="a backend module with its own first-use kernels")
     a = p.parse_args(argv)
     try:
-        compile_kernels(a.parallel, a.normalize, a.folder_channels)
+        compile_kernels(a.parallel, a.normalize, a.folder_channels, a.extra)
         print("augpipe: kernels compiled and cached", flush=True)
     finally:
         if a.lock is not None:
