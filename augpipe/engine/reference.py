@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torchvision.transforms.v2 import functional as F
 
 from ..core.knob import Knob
 from ..core.plan import Plan, make_plan
@@ -48,6 +47,8 @@ class BuildSpec:
 def crop_one(image: torch.Tensor, box, size: tuple[int, int], fill: int = 0) -> torch.Tensor:
     """Crop `box` (top, left, h, w; may reach outside: padded with `fill`)
     from a CHW image and resize it to `size` (bilinear, antialiased)."""
+    from torchvision.transforms.v2 import functional as F  # imported on use: torchvision costs ~110 MB
+
     top, left, h, w = (int(v) for v in box)
     height, width = image.shape[-2:]
     pads = [max(0, -left), max(0, -top), max(0, left + w - width), max(0, top + h - height)]

@@ -11,7 +11,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torchvision.transforms.v2 import functional as F
 
 from .base import Source, check_labels
 
@@ -128,6 +127,8 @@ class ArraySource(Source):
         Bilinear with antialiasing, on uint8 tensors exactly as
         torchvision.transforms.v2.functional.resize does it per image.
         """
+        from torchvision.transforms.v2 import functional as F  # imported on use: torchvision costs ~110 MB
+
         h, w = (int(s) for s in size)
         if h <= 0 or w <= 0:
             raise ValueError(f"size must be two positive ints (H, W), got {size}")
@@ -147,6 +148,7 @@ class ArraySource(Source):
             return self  # sources are immutable, so sharing is safe
         if c == 3:
             return self._derived(self._images.expand(-1, 3, -1, -1).contiguous())
+        from torchvision.transforms.v2 import functional as F
         out = torch.empty((len(self), 1, *self._images.shape[2:]), dtype=torch.uint8)
         for start in range(0, len(self), _RESIZE_CHUNK):
             chunk = self._images[start:start + _RESIZE_CHUNK]

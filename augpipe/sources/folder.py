@@ -9,8 +9,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torchvision.io import ImageReadMode, decode_image
-from torchvision.transforms.v2 import functional as F
 
 from .base import DecodeError, Source
 from .headers import KIND_JPEG, KIND_OTHER, KIND_TRUNCATED, KIND_UNREADABLE  # noqa: F401  (FolderSource.headers())
@@ -122,6 +120,10 @@ class FolderSource(Source):
             h.update(f"{os.path.relpath(str(p), self.root)}\0{os.path.getsize(str(p))}\n".encode())
 
     def load(self, index: int) -> torch.Tensor:
+        # imported on use: torchvision costs ~110 MB, which the fused JPEG path does not need
+        from torchvision.io import ImageReadMode, decode_image
+        from torchvision.transforms.v2 import functional as F
+
         path = str(self._paths[self._check_index(index)])
         data = torch.from_numpy(np.fromfile(path, dtype=np.uint8))
         if data.numel() == 0:
