@@ -165,3 +165,22 @@ def test_bad_options_are_named(mixed_folder, fmnist):
         ap.Loader(mixed_folder, backend_options={"validate": "deep"})
     with pytest.raises(ValueError, match="decoder"):
         ap.Loader(fmnist, backend_options={"decoder": "fused"})
+
+
+def test_the_fused_folder_path_does_not_load_torchvision(photo_folder, tmp_path):
+    """~110 MB of PSS and ~0.5 s of import that a JPEG folder's batches do not use (a PNG would load it)."""
+    import shutil
+    import subprocess
+    import sys
+
+    for name in ("astronaut", "chelsea"):
+        (tmp_path / name).mkdir()
+        for jpg in sorted((photo_folder / name).glob("0*.jpg")):
+            shutil.copy(jpg, tmp_path / name / jpg.name)
+    code = ("import sys, augpipe as ap\n"
+            f"loader = ap.Loader({str(tmp_path)!r}, batch_size=4, size=32, num_workers=2)\n"
+            "batch = next(iter(loader))\n"
+            "print('torchvision' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "False"

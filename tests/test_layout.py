@@ -104,7 +104,7 @@ def test_nothing_but_the_cli_imports_tools():
 
 
 @pytest.mark.parametrize("banned", ["ffcv", "nvidia.dali", "litdata", "lightning", "augpipe.gate", "augpipe.driver",
-                                    "augpipe.tools"])
+                                    "augpipe.tools", "torchvision"])  # torchvision: ~110 MB, loaded on use
 def test_import_augpipe_loads_the_core_only(banned):
     code = f"import sys, augpipe; print(any(m == {banned!r} or m.startswith({banned!r} + '.') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
