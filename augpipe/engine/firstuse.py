@@ -88,7 +88,7 @@ def begin(parallel: bool, normalize: bool, say=None, folder_channels: int = 0, e
     if mode == "wait" or state.ready():
         return None
     log = _spawn(state)
-    seconds = 80 if folder_channels or extra else 40
+    seconds = 60 if folder_channels or extra else 40  # 2 cores; ~30 s on a 2-core AMD EPYC
     (say or _stderr)(f"augpipe: first use: compiling augpipe's kernels once in the background (about {seconds} s on "
                      f"2 cores; log: {log}); batches start now from their exact twins (the same values, slower) "
                      f"and speed up when the compiled kernels are cached")
