@@ -114,3 +114,25 @@ def test_experiment_2_commands_follow_the_plan(tmp_path, monkeypatch):
     for _, argv in [*dense, *prunes, *b1, *b2]:
         parsed = parser.parse_args(argv)
         assert parsed.split_seed == 0 and parsed.workers == 0
+
+
+def test_the_every_run_table_lists_a_recorded_run_with_what_reruns_it_and_counts_one_in_flight(tiny_sweep, tmp_path):
+    sys.path.insert(0, str(PAPER))
+    import runs_table
+
+    records = tmp_path / "records"
+    cell = tiny_sweep / "sweep" / "cells" / "w0.25-m14-s1"
+    (records / "a" / "r" / "w0.25-m14-s1").mkdir(parents=True)
+    (records / "a" / "r" / "w0.25-m14-s1" / "report.json").write_bytes((cell / "report.json").read_bytes())
+    (records / "a" / "r" / "w0.5-m0-s0" / "inflight").mkdir(parents=True)  # kept checkpoint, not finished
+    (records / "a" / "r" / "w0.5-m0-s0" / "inflight" / "run.json").write_text("{}")
+    data = runs_table.write(tmp_path / "out", records)
+    report = json.loads((cell / "report.json").read_text())
+    [row] = data["runs"]
+    assert (row["experiment"], row["run"], row["seed"], row["epochs"]) == ("a", "r/w0.25-m14-s1", 1, 1)
+    assert row["val"] == report["val"]["accuracy"] and row["test"] == report["test"]["accuracy"]
+    assert row["gap"] == pytest.approx(report["train_clean"]["accuracy"] - report["val"]["accuracy"])
+    assert row["cpus"] == [report["cpu"]] and row["wall_s_total"] == report["wall_s_total"]
+    assert data["inflight"] == ["a/r/w0.5-m0-s0"]
+    text = (tmp_path / "out" / "results.md").read_text()
+    assert f"`{report['command']}`" in text and "1 finished runs" in text and "1 in flight" in text

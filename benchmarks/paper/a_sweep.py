@@ -85,6 +85,19 @@ def experiment() -> bool:
     return True
 
 
+def _params(reg: str, width: float) -> int:
+    """The size's parameter count, from its model (the same number every report of that width records)."""
+    from augpipe.driver.prune import count_params
+    from augpipe.models.zoo import build_model
+
+    return count_params(build_model(pilot.REGIMES[reg][0], width))
+
+
+def _report_field(path: Path, key: str) -> float | None:
+    r = run.read_report(path, pilot.RECORDS)
+    return r.get(key) if r else None
+
+
 def _val(path: Path) -> float | None:
     r = run.read_report(path, pilot.RECORDS)
     return r["val"]["accuracy"] if r else None
@@ -97,11 +110,7 @@ def summarise() -> dict:
     widths = WIDTHS[reg]
     table = {w: {a: {s: v for s in seeds(w) if (v := _val(cell(reg, w, a, s))) is not None} for a in ARMS}
              for w in widths}
-    params = {}
-    for w in widths:
-        r = run.read_report(cell(reg, w, "m0", 0), pilot.RECORDS)
-        if r:
-            params[w] = r["params"]
+    params = {w: _params(reg, w) for w in widths}
     lines = [f"# Finding A: magnitude x size in the regime `{reg}` (PLAN.md, experiment 1)", "",
              "`.venv/bin/python benchmarks/paper/a_sweep.py` — validation accuracy, per seed; split seed 0.", ""]
     total = sum(len(seeds(w)) * len(ARMS) for w in widths)
@@ -131,6 +140,27 @@ def summarise() -> dict:
         lines.append(f"- **A1 (primary)**: gain of M=10 over M=0, width {large:g} minus width {small:g}, paired by "
                      f"seed ({len(common)} seeds): {stats.fmt(a1)} (Holm-adjusted with the family in PLAN.md's "
                      "summary once B's contrasts exist)")
+    lines += ["", "Per size (secondary, descriptive): the gain of M=10 over M=0 paired by seed, and the train-val "
+              "gap at M=0 (the precondition: a gap to close).", "",
+              "| width | params | seeds | M=10 − M=0, points | 95 % CI | p | gap at M=0, points (mean) |",
+              "|---:|---:|---:|---:|---|---:|---:|"]
+    per_size = {}
+    for w in widths:
+        g = gain(w)
+        gaps = [x for s in seeds(w) if (x := _report_field(cell(reg, w, "m0", s), "train_val_gap")) is not None]
+        row = {"gap_m0": 100 * sum(gaps) / len(gaps) if gaps else None}
+        if len(g) >= 2:
+            row |= stats.paired([table[w]["m10"][s] for s in sorted(g)], [table[w]["m0"][s] for s in sorted(g)])
+        per_size[f"{w:g}"] = row
+        if "diff" in row:
+            lines.append(f"| {w:g} | {params[w]:,} | {row['n']} | {row['diff']:+.2f} | [{row['ci'][0]:+.2f}, "
+                         f"{row['ci'][1]:+.2f}] | {row['p']:.3g} | "
+                         + ("" if row["gap_m0"] is None else f"{row['gap_m0']:+.2f}") + " |")
+        else:
+            lines.append(f"| {w:g} | {params[w]:,} | {len(g)} | | | | "
+                         + ("" if row["gap_m0"] is None else f"{row['gap_m0']:+.2f}") + " |")
+    result["per_size"] = per_size
+    lines.append("")
     vertices = {}
     for w in widths:
         ss = sorted(set.intersection(*(set(table[w][f"m{m}"]) for m in MAGNITUDES)))
@@ -150,12 +180,56 @@ def summarise() -> dict:
         from augpipe.driver.capacity import CapacitySchedule
 
         schedule = CapacitySchedule.fit([(params[w], v["vertex"]) for w, v in vertices.items()])
-        schedule.save(OUT / "a-schedule.json")
-        lines.append(f"- Capacity schedule fitted on the vertices: {schedule.describe()} (a-schedule.json)")
+        if done == total:  # experiment 2 starts from this file: never from a partial sweep's fit
+            schedule.save(OUT / "a-schedule.json")
+            lines.append(f"- Capacity schedule fitted on the vertices: {schedule.describe()} (a-schedule.json)")
+        else:
+            lines.append(f"- Capacity schedule on the vertices so far (partial, not saved): {schedule.describe()}")
     OUT.mkdir(exist_ok=True)
+    if any(table[w][a] for w in widths for a in ARMS):
+        _plot(table, params, vertices, OUT / "a.png")
+        lines += ["", "![validation accuracy against M per size, and the vertices](a.png)"]
     (OUT / "a.md").write_text("\n".join(lines) + "\n")
     (OUT / "a.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
     return result
+
+
+def _plot(table: dict, params: dict, vertices: dict, path: Path) -> None:
+    """Left: validation accuracy against M per size (each seed a dot, the mean a line; Identity at M = -2).
+    Right: each size's quadratic vertex with its seed-bootstrap interval against parameters."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for w, arms in table.items():
+        xs = [-2, *MAGNITUDES]
+        cells = [arms["identity"], *(arms[f"m{m}"] for m in MAGNITUDES)]
+        means = [100 * sum(c.values()) / len(c) if c else math.nan for c in cells]
+        line, = ax.plot(xs, means, marker="o", label=f"width {w:g} ({params[w]:,} params)")
+        for x, c in zip(xs, cells):
+            ax.scatter([x] * len(c), [100 * v for v in c.values()], s=8, color=line.get_color(), alpha=0.5)
+    ax.set_xticks([-2, *MAGNITUDES], ["Identity", *map(str, MAGNITUDES)])
+    ax.set_xlabel("RandAugment magnitude M")
+    ax.set_ylabel("validation accuracy, %")
+    ax.legend(fontsize=8)
+    if vertices:
+        ws = sorted(vertices)
+        v = [vertices[w]["vertex"] for w in ws]
+        err = [[v[i] - vertices[w]["ci"][0] for i, w in enumerate(ws)],
+               [vertices[w]["ci"][1] - v[i] for i, w in enumerate(ws)]]
+        bx.errorbar([params[w] for w in ws], v, yerr=err, marker="o", capsize=4)
+        bx.set_xscale("log")
+        bx.set_xticks([params[w] for w in ws], [f"{params[w]:,}" for w in ws])
+        bx.minorticks_off()
+    bx.set_xlabel("parameters")
+    bx.set_ylabel("vertex of the quadratic fit in M (95 % seed bootstrap)")
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
 
 
 if __name__ == "__main__":
