@@ -59,6 +59,13 @@ def test_recheck_reruns_a_recorded_command_bit_identically_and_catches_a_changed
     assert changed.returncode == 1
     assert "| **no** |" in (tmp_path / "recheck.md").read_text()
 
+    report["cpu"] = "Some Other CPU"  # recorded on another CPU type: a difference is reported, not a failure
+    (cell / "report.json").write_text(json.dumps(report))
+    other = _run([str(PAPER / "recheck.py"), str(cell), "--out", str(tmp_path)], tiny_sweep, check=False)
+    [row] = json.loads((tmp_path / "recheck.json").read_text())
+    assert other.returncode == 0 and not row["identical"] and not row["same_cpu"], other.stdout
+    assert "Some Other CPU → " in (tmp_path / "recheck.md").read_text()
+
 
 def test_experiment_2_commands_follow_the_plan(tmp_path, monkeypatch):
     """b_prune.py builds PLAN.md's experiment 2 from A's results: the sparsity target, the five rules (the
