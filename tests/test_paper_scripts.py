@@ -143,3 +143,22 @@ def test_the_every_run_table_lists_a_recorded_run_with_what_reruns_it_and_counts
     assert data["inflight"] == ["a/r/w0.5-m0-s0"]
     text = (tmp_path / "out" / "results.md").read_text()
     assert f"`{report['command']}`" in text and "1 finished runs" in text and "1 in flight" in text
+
+
+def test_the_gpu_sweep_skips_cleanly_without_cuda_and_runs_its_plan_within_budget_on_the_cpu(tmp_path):
+    gpu = _run([str(PAPER / "gpu_sweep.py"), "--out", str(tmp_path / "none")], tmp_path)
+    assert "no CUDA device" in gpu.stdout and not (tmp_path / "none").exists()
+
+    budget = 150.0
+    _run([str(PAPER / "gpu_sweep.py"), "--device", "cpu", "--widths", "0.25", "--train-size", "128", "--val-size",
+          "64", "--test-size", "64", "--batch-size", "64", "--workers", "0", "--max-epochs", "2", "--budget-s",
+          str(budget), "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs")], tmp_path)
+    state = json.loads((tmp_path / "out" / "gpu-a.json").read_text())
+    assert set(state["probe"]) == {"0.25"} and state["probe"]["0.25"]["epoch_s"] > 0
+    done = [[r["width"], r["arm"], r["seed"]] for r in state["runs"]]
+    assert done + state["skipped"] == state["plan"] and done[:2] == [[0.25, "m0", 0], [0.25, "m10", 0]]
+    for r in state["runs"]:  # each cell is a real run of the planned length, with its command
+        assert r["epochs"] == state["epochs"] and r["command"].startswith("augpipe train --model resnet20")
+        assert 0 <= r["val"] <= 1 and r["gap"] == pytest.approx(r["train_clean"] - r["val"])
+    assert sum(r["wall_s"] for r in state["runs"]) < budget
+    assert "| 0.25 | m0 | 0 |" in (tmp_path / "out" / "gpu-a.md").read_text()
