@@ -156,9 +156,57 @@ def summarise() -> dict:
     OUT.mkdir(exist_ok=True)
     data = {"complete": complete, "runs": runs, "teachers": teachers, "c2": c2,
             "contrasts": {k: v for k, v in {**family, **secondary}.items() if v is not None}}
+    if runs:
+        _plot(val, OUT / "c.png")
+        lines += ["", "![C: validation accuracy per arm and seed; C2: the student's loss increase by the teacher's "
+                      "score](c.png)"]
     (OUT / "c.md").write_text("\n".join(lines) + "\n")
     (OUT / "c.json").write_text(json.dumps(data, indent=1) + "\n")
     return data
+
+
+def _plot(val: dict, path: Path) -> None:
+    """Left: each arm's validation accuracy (a dot per seed, a bar at the mean). Right (once C2's scores are
+    kept): the student's mean loss increase over its M=0 view in deciles of the teacher's p_true, per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    scores = OUT / "c2_scores.npz"
+    fig, axes = plt.subplots(1, 2 if scores.is_file() else 1, figsize=(12, 4.4), squeeze=False)
+    ax = axes[0][0]
+    arms_run = [a for a in val if val[a]]
+    for i, a in enumerate(arms_run):
+        v = [100 * x for x in val[a].values()]
+        ax.scatter([i] * len(v), v, s=14, alpha=0.7)
+        ax.hlines(sum(v) / len(v), i - 0.3, i + 0.3, color="k")
+    ax.set_xticks(range(len(arms_run)), arms_run, rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel("student validation accuracy, %")
+    ax.set_title("C1: arms (dot = seed, bar = mean)", fontsize=9)
+    if scores.is_file():
+        kept, bx = np.load(scores), axes[0][1]
+        for s in SEEDS:
+            if f"teacher_s{s}" not in kept:
+                continue
+            t = kept[f"teacher_s{s}"][:, 1:].ravel()
+            st_p = np.clip(kept[f"student_s{s}"], 1e-7, 1.0)
+            harm = (-np.log(st_p[:, 1:]) + np.log(st_p[:, :1])).ravel()
+            edges = np.quantile(t, np.linspace(0, 1, 11))
+            idx = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, 9)
+            bins = [k for k in range(10) if (idx == k).any()]  # tied scores can leave a decile empty
+            bx.plot([float(np.median(t[idx == k])) for k in bins], [float(harm[idx == k].mean()) for k in bins],
+                    marker="o", label=f"seed {s}")
+        bx.set_xlabel("teacher's p_true of the augmented view (decile medians)")
+        bx.set_ylabel("student's loss increase over its M=0 view")
+        bx.set_title("C2: views at M = 5-30, validation split", fontsize=9)
+        bx.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
 
 
 # ------------------------------------------------------------------ C2: measurement
