@@ -66,6 +66,14 @@ def test_recheck_reruns_a_recorded_command_bit_identically_and_catches_a_changed
     assert other.returncode == 0 and not row["identical"] and not row["same_cpu"], other.stdout
     assert "Some Other CPU → " in (tmp_path / "recheck.md").read_text()
 
+    report["cpu"] = row["rerun_cpu"]  # the same model name, but another CPU generation: not the same type
+    report["environment"] = {**report["environment"], "cpu_id": "vendor_id Other cpu family 99"}
+    (cell / "report.json").write_text(json.dumps(report))
+    other = _run([str(PAPER / "recheck.py"), str(cell), "--out", str(tmp_path)], tiny_sweep, check=False)
+    [row] = json.loads((tmp_path / "recheck.json").read_text())
+    assert other.returncode == 0 and not row["same_cpu"] and row["environment_differs"] == ["cpu_id"]
+    assert "differs in cpu_id" in (tmp_path / "recheck.md").read_text()
+
 
 def test_experiment_2_commands_follow_the_plan(tmp_path, monkeypatch):
     """b_prune.py builds PLAN.md's experiment 2 from A's results: the sparsity target, the five rules (the

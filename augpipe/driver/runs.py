@@ -107,7 +107,7 @@ def run_train(cfg: dict, command: str) -> dict:
     example = torch.zeros(1, *_input_shape(loader), device=device)
     report = {"command": command, "config": cfg, "model": model_arch(model), "params": count_params(model),
               "macs": count_macs(model, example)[0], "world_size": distributed.world_size(),
-              "history": history.epochs, "cpu": cpu_model(), **gating}
+              "history": history.epochs, "cpu": cpu_model(), "environment": environment(), **gating}
     report.update(_evaluations(model, val, test, data, cfg, device))
     if history.epochs:
         tail = history.epochs[-min(3, len(history.epochs)):]
@@ -264,7 +264,7 @@ def run_prune(cfg: dict, command: str) -> dict:
               "params": count_params(model, nonzero=True),
               "schedule": schedule.to_dict() if isinstance(schedule, CapacitySchedule) else schedule,
               "eval_set": "val" if val is not None else "test", "rounds": rounds,
-              "world_size": distributed.world_size(), "cpu": cpu_model()}
+              "world_size": distributed.world_size(), "cpu": cpu_model(), "environment": environment()}
     report.update(_evaluations(model, val, test, data, cfg, device))
     checkpoint.save_model(model, out / MODEL_FILE, config=cfg)
     end = time.perf_counter()
@@ -287,6 +287,35 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+# the instruction sets whose presence changes which kernels torch, oneDNN and numba pick (and so the rounding)
+_ISA_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+              "amx_tile", "amx_bf16")
+
+
+def environment() -> dict:
+    """What a bit-identical rerun needs beside the command: the CPU beyond its model name (a VM may report
+    only "AMD EPYC" for several generations), the ISA torch dispatches to, and the numeric libraries'
+    versions (numpy and numba are not pinned)."""
+    import platform
+
+    import numba
+
+    fields, flags = {}, set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = (part.strip() for part in line.partition(":"))
+            if key in ("vendor_id", "cpu family", "model", "stepping") and key not in fields:
+                fields[key] = value
+            elif key == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return {"cpu": cpu_model(), "cpu_id": " ".join(f"{k} {v}" for k, v in fields.items()),
+            "cpu_flags": [f for f in _ISA_FLAGS if f in flags],
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), "python": platform.python_version(),
+            "torch": torch.__version__, "numpy": np.__version__, "numba": numba.__version__}
 
 
 def _input_shape(loader) -> tuple:

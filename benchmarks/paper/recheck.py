@@ -10,7 +10,11 @@ with the recorded ones bit for bit; the table is written to
 benchmarks/paper/results/recheck.md and recheck.json. Exit status 1 if any
 rerun on the recorded run's CPU type differs. The CPU models of both are listed:
 bit-identity holds on the same CPU type; across CPU types a rerun behaves like
-another seed, so such a row is reported and does not fail. A committed record
+another seed, so such a row is reported and does not fail. Reports written since
+2026-12-06 hold their `environment` (CPU family/model/stepping and ISA flags, the
+ISA torch dispatches to, python/torch/numpy/numba versions): where both runs have
+it, "same CPU type" means the same environment, since a VM's model name ("AMD
+EPYC") can cover CPU generations that round differently. A committed record
 (benchmarks/paper/results2/records/...) is a run directory here too.
 """
 from __future__ import annotations
@@ -66,8 +70,14 @@ def rerun(run: Path) -> dict:
            # bit-identity is promised on the same CPU type only (training kernels round differently across CPUs)
            "recorded_cpu": recorded.get("cpu"), "rerun_cpu": again.get("cpu"),
            "recorded_cpus": sorted(set(recorded.get("cpus") or [recorded.get("cpu")]) - {None})}
-    # identity is expected only where every process of the recorded run ran on the rerun's CPU type
+    # identity is expected only where every process of the recorded run ran on the rerun's CPU type; where
+    # both reports hold their environment (CPU family/model/ISA, numeric libraries), it must match too
     row["same_cpu"] = row["recorded_cpus"] == [again.get("cpu")]
+    env_a, env_b = recorded.get("environment"), again.get("environment")
+    row["environment_differs"] = None if env_a is None or env_b is None else \
+        sorted(k for k in set(env_a) | set(env_b) if env_a.get(k) != env_b.get(k))
+    if row["environment_differs"]:
+        row["same_cpu"] = False
     print(f"  {'identical' if row['identical'] else 'DIFFERENT'}"
           f"{'' if row['same_cpu'] else ' (recorded on another CPU type: not expected to be identical)'}: "
           f"recorded {a} rerun {b}", flush=True)
@@ -94,7 +104,10 @@ def main() -> None:
         lines.append(f"| {r['run']} | {rec['test_accuracy']:.4f} / {rec['test_loss']!r} | "
                      f"{new['test_accuracy']:.4f} / {new['test_loss']!r} | {'yes' if r['identical'] else '**no**'} | "
                      f"{'; '.join(r['recorded_cpus']) or 'not recorded'} → {r['rerun_cpu']}"
-                     f"{'' if r['same_cpu'] else ' (another CPU type)'} |")
+                     f"{'' if r['same_cpu'] else ' (another CPU type)'}"
+                     + ("; environment not recorded" if r["environment_differs"] is None else
+                        f"; differs in {', '.join(r['environment_differs'])}" if r["environment_differs"] else
+                        "; same environment") + " |")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "recheck.md").write_text("\n".join(lines) + "\n")
     (args.out / "recheck.json").write_text(json.dumps(rows, indent=1) + "\n")

@@ -38,7 +38,8 @@ def _row(record: Path, report: dict, records: Path) -> dict:
             "split_seed": field("split_seed"), "epochs": len(report.get("history", [])) or field("epochs"),
             "params": report.get("params"), **accuracy, "gap": gap,
             "wall_s_total": report.get("wall_s_total", report.get("wall_s")), "cpus": _cpus(report, record),
-            "command": report.get("command"), **({"restored_from": report["restored_from"]}
+            "command": report.get("command"), "environment": report.get("environment"),
+            **({"restored_from": report["restored_from"]}
                                                   if "restored_from" in report else {})}
 
 
