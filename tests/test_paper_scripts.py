@@ -170,3 +170,16 @@ def test_the_gpu_sweep_skips_cleanly_without_cuda_and_runs_its_plan_within_budge
         assert 0 <= r["val"] <= 1 and r["gap"] == pytest.approx(r["train_clean"] - r["val"])
     assert sum(r["wall_s"] for r in state["runs"]) < budget
     assert "| 0.25 | m0 | 0 |" in (tmp_path / "out" / "gpu-a.md").read_text()
+
+
+def test_the_loader_digest_names_a_runs_batches_and_changes_with_its_seed(tiny_sweep, tmp_path):
+    cell = tiny_sweep / "sweep" / "cells" / "w0.25-m14-s1"
+    args = ["--batches", "2"]
+    first = _run([str(PAPER / "loader_digest.py"), str(cell), *args], tiny_sweep).stdout.split()[0]
+    again = _run([str(PAPER / "loader_digest.py"), str(cell), *args], tiny_sweep).stdout.split()[0]
+    report = json.loads((cell / "report.json").read_text())
+    report["config"]["seed"] += 1  # another augmentation stream (the split is fixed by the sweep's seed rule)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "report.json").write_text(json.dumps(report))
+    other = _run([str(PAPER / "loader_digest.py"), str(tmp_path / "other"), *args], tiny_sweep).stdout.split()[0]
+    assert len(first) == 40 and first == again != other
