@@ -139,6 +139,7 @@ def test_an_interrupted_run_resumes_in_a_later_session_from_its_committed_checkp
     run._keep(records, out, keep_model=False)  # finished: the record says every CPU it ran on
     rec = json.loads((records / "pilot" / "m5-s2" / "report.json").read_text())
     assert rec["cpus"] == sorted({"Other CPU", run._this_cpu()}) and not inflight.exists()
+    assert rec["environments"] == [run._this_environment()]  # the session it began in (the last one recorded none)
 
 
 def test_spearman_bootstrap_resamples_whole_samples():

@@ -99,7 +99,9 @@ def save_inflight(records: Path) -> list[Path]:
         inflight.mkdir(parents=True)
         shutil.copyfile(run_file, inflight / "run.json")
         shutil.copyfile(ckpts[-1], inflight / ckpts[-1].name)
-        (inflight / "cpus.json").write_text(json.dumps({"cpus": _cpus(records, out) + [_this_cpu()]}) + "\n")
+        kept = {"cpus": _cpus(records, out) + [_this_cpu()],
+                "environments": _environments(records, out) + [_this_environment()]}
+        (inflight / "cpus.json").write_text(json.dumps(kept) + "\n")
         saved.append(out)
     return saved
 
@@ -110,6 +112,19 @@ def _this_cpu() -> str:
             return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         return "unknown"
+
+
+def _this_environment() -> dict:
+    """This machine's environment as a report records it (CPU generation, ISA, library versions)."""
+    from augpipe.driver.runs import environment
+
+    return environment()
+
+
+def _environments(records: Path, out: Path) -> list[dict]:
+    """The environments an in-flight run ran in during earlier sessions (kept since 2026-12-06)."""
+    f = _record(records, out) / "inflight" / "cpus.json"
+    return json.loads(f.read_text()).get("environments", []) if f.is_file() else []
 
 
 def _cpus(records: Path, out: Path) -> list[str]:
@@ -128,8 +143,10 @@ def _keep(records: Path | None, out: Path, keep_model: bool) -> None:
         shutil.copyfile(out / f, rec / f)
     report = json.loads((out / "report.json").read_text())
     earlier = _cpus(records, out)
-    if earlier:  # resumed across sessions: every CPU type the run's processes ran on
+    if earlier:  # resumed across sessions: every CPU type (and environment) the run's processes ran on
         report["cpus"] = sorted(set(earlier + [report.get("cpu", _this_cpu())]))
+        envs = _environments(records, out) + [report.get("environment")]
+        report["environments"] = [e for i, e in enumerate(envs) if e is not None and e not in envs[:i]]
     (rec / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     if (rec / "inflight").exists():
         shutil.rmtree(rec / "inflight")
