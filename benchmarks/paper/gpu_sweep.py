@@ -19,11 +19,13 @@ After every run `gpu-a.md` and `gpu-a.json` are rewritten (temporary file, then 
 cell's command, epochs, validation / test / clean-train accuracy, train-val gap, wall time, device. Without
 CUDA it says so and exits 0 having run nothing (`--device cpu` runs the same plan on the CPU, for tests).
 
-On a lent GPU machine (its python3 holds PyTorch, numba and scipy; nothing can be fetched there): carry
-Fashion-MNIST's four files (/usr/share/datasets/fashion-mnist here) in an ignored folder of the checkout,
-copy them to the same path there, and run `PYTHONPATH=. python3 benchmarks/paper/gpu_sweep.py --out
-$OUT/gpu-a` with a budget that leaves the lease room to copy the results back; commit them under
-benchmarks/paper/results-gpu/.
+On a lent GPU machine (its python3 holds PyTorch, numba and scipy; nothing can be fetched there; this
+path needs neither augpipe's C extension nor the pinned versions): here, `echo /.gpu/ >> .git/info/exclude;
+mkdir -p .gpu && cp -r /usr/share/datasets/fashion-mnist .gpu/` (30 MB), then the device tool's `run` with
+carry [".gpu"], timeout_s 560 and the command
+`mkdir -p /usr/share/datasets && cp -r .gpu/fashion-mnist /usr/share/datasets/ && PYTHONUNBUFFERED=1
+PYTHONPATH=. python3 benchmarks/paper/gpu_sweep.py --budget-s 480 --out $OUT/gpu-a`; commit what comes back
+under benchmarks/paper/results-gpu/.
 """
 from __future__ import annotations
 
