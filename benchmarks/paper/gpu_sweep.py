@@ -20,7 +20,8 @@ cell's command, epochs, validation / test / clean-train accuracy, train-val gap,
 CUDA it says so and exits 0 having run nothing (`--device cpu` runs the same plan on the CPU, for tests).
 
 On a lent GPU machine (its python3 holds PyTorch, numba and scipy; nothing can be fetched there; this
-path needs neither augpipe's C extension nor the pinned versions): here, `echo /.gpu/ >> .git/info/exclude;
+Fashion-MNIST path loads no C extension of augpipe, checked on the CPU; its torch, 2.11 when last listed,
+is not the pinned 2.14.1, untested): here, `echo /.gpu/ >> .git/info/exclude;
 mkdir -p .gpu && cp -r /usr/share/datasets/fashion-mnist .gpu/` (30 MB), then the device tool's `run` with
 carry [".gpu"], timeout_s 560 and the command
 `mkdir -p /usr/share/datasets && cp -r .gpu/fashion-mnist /usr/share/datasets/ && PYTHONUNBUFFERED=1
