@@ -141,9 +141,37 @@ def summarise() -> dict:
             lines.append(f"  - mean M=0 gap {go['gap'] * 100:.2f} points. Go rule: "
                          f"**{'passes' if go['passes'] else 'fails'}**")
     OUT.mkdir(exist_ok=True)
+    if data["runs"]:
+        _plot(data["runs"], OUT / "pilot.png")
+        lines += ["", "![validation accuracy and train-val gap per arm, each seed a dot](pilot.png)"]
     (OUT / "pilot.md").write_text("\n".join(lines) + "\n")
     (OUT / "pilot.json").write_text(json.dumps(data, indent=1) + "\n")
     return data
+
+
+def _plot(runs: list[dict], path: Path) -> None:
+    """Per regime: validation accuracy (left) and the train-val gap (right) by arm, a dot per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
+    arms = list(ARMS)
+    for k, regime in enumerate(dict.fromkeys(r["regime"] for r in runs)):
+        mine = [r for r in runs if r["regime"] == regime]
+        for axis, key in ((ax, "val"), (bx, "gap")):
+            xs = [arms.index(r["arm"]) + 0.1 * (k - 1) for r in mine]
+            axis.scatter(xs, [100 * r[key] for r in mine], s=16, label=regime)
+    for axis, label in ((ax, "validation accuracy, %"), (bx, "train (clean) − validation, points")):
+        axis.set_xticks(range(len(arms)), arms)
+        axis.set_ylabel(label)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
 
 
 if __name__ == "__main__":
