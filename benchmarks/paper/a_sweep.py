@@ -235,10 +235,7 @@ def _plot(table: dict, params: dict, vertices: dict, path: Path) -> None:
     bx.set_xlabel("parameters")
     bx.set_ylabel("vertex of the quadratic fit in M (95 % seed bootstrap)")
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    run.save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -203,10 +203,7 @@ def _plot(val: dict, path: Path) -> None:
         bx.set_title("C2: views at M = 5-30, validation split", fontsize=9)
         bx.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    run.save_figure(fig, path)
 
 
 # ------------------------------------------------------------------ C2: measurement

@@ -168,10 +168,7 @@ def _plot(runs: list[dict], path: Path) -> None:
         axis.set_ylabel(label)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    run.save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -152,6 +152,16 @@ def _keep(records: Path | None, out: Path, keep_model: bool) -> None:
         shutil.rmtree(rec / "inflight")
 
 
+def save_figure(fig, path: Path) -> None:
+    """Write a matplotlib figure through a temporary file, then rename (no half-written plot), and close it."""
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
 def read_report(out: Path, records: Path | None = None) -> dict | None:
     """A run's report.json from its directory, or else from its committed record; None if it has not finished."""
     for f in (out / "report.json", *([_record(records, out) / "report.json"] if records is not None else [])):
