@@ -183,3 +183,26 @@ def test_the_loader_digest_names_a_runs_batches_and_changes_with_its_seed(tiny_s
     (tmp_path / "other" / "report.json").write_text(json.dumps(report))
     other = _run([str(PAPER / "loader_digest.py"), str(tmp_path / "other"), *args], tiny_sweep).stdout.split()[0]
     assert len(first) == 40 and first == again != other
+
+
+def test_a_sweep_starts_the_primary_arms_of_every_seed_before_the_other_arms_of_a_width(monkeypatch):
+    """Amendment 8: within a width, M=0 and M=10 for all seeds run first (A1 is computable if the sweep is cut
+    short); widths stay cheapest first; the set of runs and every command are unchanged."""
+    sys.path.insert(0, str(PAPER))
+    import a_sweep
+
+    runs = a_sweep.runs_for("resnet20-2k")
+    monkeypatch.setattr(a_sweep, "begun", lambda out: False)  # none begun (the real records have runs in flight)
+    ordered = a_sweep.in_order(runs)
+    assert sorted(map(str, ordered)) == sorted(map(str, runs))
+    names = [(float(argv[argv.index("--width") + 1]), out.name) for out, argv in ordered]
+    assert [w for w, _ in names] == sorted(w for w, _ in names)
+    largest = [n for w, n in names if w == 2]
+    assert largest[:6] == [f"w2-m{m}-s{s}" for s in (0, 1, 2) for m in (0, 10)]
+    assert largest[6:9] == ["w2-identity-s0", "w2-m5-s0", "w2-m15-s0"]
+    begun = a_sweep.cell("resnet20-2k", 2, "m5", 1)  # a run with a checkpoint resumes before new arms start
+    monkeypatch.setattr(a_sweep, "begun", lambda out: out == begun)
+    largest = [out.name for out, argv in a_sweep.in_order(runs) if argv[argv.index("--width") + 1] == "2"]
+    assert largest[:7] == ["w2-m0-s0", "w2-m10-s0", "w2-m0-s1", "w2-m5-s1", "w2-m10-s1", "w2-m0-s2", "w2-m10-s2"]
+    smallest = [n.replace("w0.25-", "") for w, n in names if w == 0.25]
+    assert smallest[:10] == [f"m{m}-s{s}" for s in range(5) for m in (0, 10)]

@@ -66,6 +66,27 @@ def runs_for(reg: str) -> list[tuple[Path, list[str]]]:
             for w in WIDTHS[reg] for s in seeds(w) for arm, args in ARMS.items()]
 
 
+PRIMARY_ARMS = ("m0", "m10")  # A1's contrast: M=10 against M=0
+
+
+def in_order(runs: list[tuple[Path, list[str]]]) -> list[tuple[Path, list[str]]]:
+    """The order runs start in: cheapest widths first (the primary contrast's smallest size is in early), and
+    within a width the primary arms of every seed, and runs already begun, before the other arms (amendment 8),
+    so that A1 can be computed, and B1's dense models exist, even if the sweep is cut short, and a half-done
+    run does not wait behind new ones. Only the order: no command changes."""
+    def key(r):
+        out, argv = r
+        first = out.name.split("-")[-2] in PRIMARY_ARMS or begun(out)
+        return float(argv[argv.index("--width") + 1]), not first
+
+    return sorted(runs, key=key)  # stable: seed order, then arm order, within each group
+
+
+def begun(out: Path) -> bool:
+    """A run with a checkpoint here or kept in flight in its record (it resumes from there)."""
+    return any(out.glob("checkpoints/epoch-*.pt")) or (run.record_dir(pilot.RECORDS, out) / "inflight").is_dir()
+
+
 def dense_models(reg: str) -> set[Path]:
     """The largest size's RandAugment cells, whose weights experiment 2 prunes (B1 starts from M=0 and
     M=10; A-prune from the best M when it is one of the swept magnitudes): kept in the records."""
@@ -78,9 +99,7 @@ def experiment() -> bool:
     if reg is None:
         print("A: the pilot's go rule has chosen no regime (yet): A is not run", flush=True)
         return False
-    # cheapest widths first, so the primary contrast's smallest arm is in early
-    run.execute(sorted(runs_for(reg), key=lambda r: float(r[1][r[1].index("--width") + 1])), pilot.RECORDS,
-                keep_model=dense_models(reg))
+    run.execute(in_order(runs_for(reg)), pilot.RECORDS, keep_model=dense_models(reg))
     summarise()
     return True
 

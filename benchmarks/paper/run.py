@@ -58,7 +58,8 @@ def cell(width: float, magnitude: float, seed: int) -> Path:
 EXTRA: list[str] = []  # options given after the experiment's name, appended to every command
 
 
-def _record(records: Path, out: Path) -> Path:
+def record_dir(records: Path, out: Path) -> Path:
+    """Where a run's record lives in the repository: its path under RUNS, under `records`."""
     return records / out.relative_to(RUNS)
 
 
@@ -68,7 +69,7 @@ def restore(records: Path | None, out: Path, keep_model: bool) -> None:
     at the end of a session gets its run.json and last checkpoint back (`save_inflight`), so it resumes."""
     if records is None or (out / "report.json").is_file():
         return
-    rec = _record(records, out)
+    rec = record_dir(records, out)
     files = ["report.json", *(["model.pt"] if keep_model else [])]
     if all((rec / f).is_file() for f in files):
         out.mkdir(parents=True, exist_ok=True)
@@ -93,7 +94,7 @@ def save_inflight(records: Path) -> list[Path]:
         ckpts = sorted(out.glob("checkpoints/epoch-*.pt"))
         if (out / "report.json").is_file() or not ckpts:
             continue
-        inflight = _record(records, out) / "inflight"
+        inflight = record_dir(records, out) / "inflight"
         if inflight.exists():
             shutil.rmtree(inflight)
         inflight.mkdir(parents=True)
@@ -123,13 +124,13 @@ def _this_environment() -> dict:
 
 def _environments(records: Path, out: Path) -> list[dict]:
     """The environments an in-flight run ran in during earlier sessions (kept since 2026-12-06)."""
-    f = _record(records, out) / "inflight" / "cpus.json"
+    f = record_dir(records, out) / "inflight" / "cpus.json"
     return json.loads(f.read_text()).get("environments", []) if f.is_file() else []
 
 
 def _cpus(records: Path, out: Path) -> list[str]:
     """The CPUs an in-flight run ran on in earlier sessions."""
-    f = _record(records, out) / "inflight" / "cpus.json"
+    f = record_dir(records, out) / "inflight" / "cpus.json"
     return json.loads(f.read_text())["cpus"] if f.is_file() else []
 
 
@@ -137,7 +138,7 @@ def _keep(records: Path | None, out: Path, keep_model: bool) -> None:
     """Copy a finished run's report.json (and its final weights where later runs read them) into its record."""
     if records is None or not (out / "report.json").is_file():
         return
-    rec = _record(records, out)
+    rec = record_dir(records, out)
     rec.mkdir(parents=True, exist_ok=True)
     for f in ["model.pt"] if keep_model else []:
         shutil.copyfile(out / f, rec / f)
@@ -164,7 +165,7 @@ def save_figure(fig, path: Path) -> None:
 
 def read_report(out: Path, records: Path | None = None) -> dict | None:
     """A run's report.json from its directory, or else from its committed record; None if it has not finished."""
-    for f in (out / "report.json", *([_record(records, out) / "report.json"] if records is not None else [])):
+    for f in (out / "report.json", *([record_dir(records, out) / "report.json"] if records is not None else [])):
         if f.is_file():
             return json.loads(f.read_text())
     return None
