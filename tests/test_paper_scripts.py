@@ -206,3 +206,40 @@ def test_a_sweep_starts_the_primary_arms_of_every_seed_before_the_other_arms_of_
     assert largest[:7] == ["w2-m0-s0", "w2-m10-s0", "w2-m0-s1", "w2-m5-s1", "w2-m10-s1", "w2-m0-s2", "w2-m10-s2"]
     smallest = [n.replace("w0.25-", "") for w, n in names if w == 0.25]
     assert smallest[:10] == [f"m{m}-s{s}" for s in range(5) for m in (0, 10)]
+
+
+def test_a_summary_computes_a1_as_a_paired_difference_in_differences_and_marks_it_partial(tmp_path, monkeypatch):
+    """A1 = (L's M=10 − M=0) − (S's M=10 − M=0) over the seeds both have, with scipy's paired t; labelled
+    partial (no verdict) until L has its three seeds; the capacity schedule is not saved from a partial sweep."""
+    from scipy import stats as st
+
+    sys.path.insert(0, str(PAPER))
+    import a_sweep
+
+    rng = __import__("numpy").random.default_rng(0)
+    values = {(w, a, s): 0.85 + 0.01 * w * (a == "m10") + 0.002 * rng.standard_normal()
+              for w in (0.25, 0.5, 1, 2) for a in a_sweep.ARMS for s in a_sweep.seeds(w)}
+    missing = {(2, a, 2) for a in a_sweep.ARMS}  # L's seed 2 has not run
+
+    def val(path):
+        return next((v for (w, a, s), v in values.items() if (w, a, s) not in missing
+                     and path == a_sweep.cell("resnet20-2k", w, a, s)), None)
+
+    monkeypatch.setattr(a_sweep, "OUT", tmp_path)
+    monkeypatch.setattr(a_sweep, "regime", lambda: "resnet20-2k")
+    monkeypatch.setattr(a_sweep, "_val", val)
+    monkeypatch.setattr(a_sweep, "_report_field", lambda path, key: 0.1)
+    monkeypatch.setattr(a_sweep, "_cpus", lambda path: {"test CPU"})
+    result = a_sweep.summarise()
+    gain = {w: [values[w, "m10", s] - values[w, "m0", s] for s in (0, 1)] for w in (0.25, 2)}
+    want = st.ttest_rel(gain[2], gain[0.25])
+    assert result["A1"]["n"] == 2 and result["A1"]["p"] == pytest.approx(want.pvalue)
+    assert result["A1"]["diff"] == pytest.approx(100 * (sum(gain[2]) - sum(gain[0.25])) / 2)
+    text = (tmp_path / "a.md").read_text()
+    assert "**Partial**: 65 of 70 runs." in text and "partial: 2 of 3 seeds, no verdict" in text
+    assert not (tmp_path / "a-schedule.json").exists()
+
+    missing.clear()
+    result = a_sweep.summarise()
+    assert result["A1"]["n"] == 3 and "no verdict" not in (tmp_path / "a.md").read_text()
+    assert (tmp_path / "a-schedule.json").is_file() and set(result["A2"]["vertices"]) == {"0.25", "0.5", "1", "2"}

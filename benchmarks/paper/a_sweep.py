@@ -161,9 +161,11 @@ def summarise() -> dict:
     if len(common) >= 2:
         a1 = stats.paired([gl[s] for s in common], [gs[s] for s in common])
         result["A1"] = a1
+        planned = len(set(seeds(large)) & set(seeds(small)))
+        partial = f" — **partial: {len(common)} of {planned} seeds, no verdict**" if len(common) < planned else ""
         lines.append(f"- **A1 (primary)**: gain of M=10 over M=0, width {large:g} minus width {small:g}, paired by "
                      f"seed ({len(common)} seeds): {stats.fmt(a1)} (Holm-adjusted with the family in PLAN.md's "
-                     "summary once B's contrasts exist)")
+                     f"summary once B's contrasts exist){partial}")
     lines += ["", "Per size (secondary, descriptive): the gain of M=10 over M=0 paired by seed, and the train-val "
               "gap at M=0 (the precondition: a gap to close).", "",
               "| width | params | seeds | M=10 − M=0, points | 95 % CI | p | gap at M=0, points (mean) |",
