@@ -243,3 +243,72 @@ def test_a_summary_computes_a1_as_a_paired_difference_in_differences_and_marks_i
     result = a_sweep.summarise()
     assert result["A1"]["n"] == 3 and "no verdict" not in (tmp_path / "a.md").read_text()
     assert (tmp_path / "a-schedule.json").is_file() and set(result["A2"]["vertices"]) == {"0.25", "0.5", "1", "2"}
+
+
+def test_experiment_2_summary_tests_the_family_with_holm_and_withholds_verdicts_until_every_seed_is_in(
+        tmp_path, monkeypatch):
+    """b.md from synthetic reports: A3 is scipy's paired t of capacity vs constant, Holm runs over {A1, A3, B1,
+    B2}; a contrast short of its seeds is reported without a verdict; an absent precondition (L does not gain
+    from M=10) makes every primary "untestable here"; A-prune is reported at every round's sparsity."""
+    from scipy import stats as st
+
+    sys.path.insert(0, str(PAPER))
+    import a_sweep
+    import b_prune
+    import run
+    import stats
+
+    from augpipe.driver.capacity import CapacitySchedule
+
+    monkeypatch.setattr(b_prune, "OUT", tmp_path)
+    monkeypatch.setattr(a_sweep, "regime", lambda: "resnet20-2k")
+    params = {"0.25": 17462, "0.5": 68010, "1": 272186, "2": 1084010}
+    a1 = {"diff": 1.0, "ci": [0.1, 1.9], "t": 5.0, "df": 2.0, "p": 0.04, "n": 3, "per_seed": [1.0, 0.9, 1.1]}
+    (tmp_path / "a.json").write_text(json.dumps({"params": params, "A1": a1, "A2": {"vertices": {
+        "0.25": {"vertex": 1.2}, "0.5": {"vertex": 4.0}, "1": {"vertex": 6.0}, "2": {"vertex": 12.4}}}}))
+    CapacitySchedule.fit([(17462, 1.0), (1084010, 13.0)]).save(tmp_path / "a-schedule.json")
+    rng = __import__("numpy").random.default_rng(1)
+    base = {"capacity": 0.80, "constant": 0.79, "zero": 0.785, "increasing": 0.78, "oracle": 0.79}
+    reports = {}
+    for s in (0, 1, 2):
+        for rule, acc in base.items():
+            accs = [0.88, acc + 0.03, acc + 0.02, acc + 0.01, acc + 0.002 * rng.standard_normal()]
+            reports[b_prune.RUNS / "resnet20-2k" / f"aprune-{rule}-s{s}"] = {
+                "val": {"accuracy": accs[-1]}, "rounds": [
+                    {"round": k, "sparsity": k / 4, "params": 1000 - k, "magnitude": 12.0 - k, "accuracy": a}
+                    for k, a in enumerate(accs)]}
+        for m, acc in ((10, 0.79), (0, 0.78)):
+            reports[b_prune.RUNS / "resnet20-2k" / f"b1-from-m{m}-s{s}"] = {"val": {"accuracy": acc + 0.001 * s}}
+        reports[b_prune.RUNS / "resnet20-2k" / f"b1-scratch-w0.25-m1-s{s}"] = {"val": {"accuracy": 0.786}}
+    for s in range(5):
+        for m in (0, 10):
+            noise = 0.001 * rng.standard_normal()
+            reports[a_sweep.cell("resnet20-2k", 0.25, f"m{m}", s)] = {"val": {"accuracy": 0.86 + noise}}
+            reports[b_prune.RUNS / "resnet20-2k" / f"b2-aux-m{m}-s{s}"] = {
+                "val": {"accuracy": 0.86 + 0.004 * (m == 10) + 0.001 * rng.standard_normal()}}
+    for s in (0, 1, 2):
+        for m in (0, 10):
+            reports[a_sweep.cell("resnet20-2k", 2, f"m{m}", s)] = {"val": {"accuracy": 0.88 + 0.01 * (m == 10)
+                                                                            + 0.001 * s * (m == 0)}}
+    monkeypatch.setattr(run, "read_report", lambda path, records=None: reports.get(path))
+
+    data = b_prune.summarise()
+    cap = [reports[b_prune.RUNS / "resnet20-2k" / f"aprune-capacity-s{s}"]["val"]["accuracy"] for s in (0, 1, 2)]
+    const = [reports[b_prune.RUNS / "resnet20-2k" / f"aprune-constant-s{s}"]["val"]["accuracy"] for s in (0, 1, 2)]
+    assert data["family"]["A3"]["p"] == pytest.approx(st.ttest_rel(cap, const).pvalue)
+    ps = [data["family"][k]["p"] for k in ("A1", "A3", "B1", "B2")]
+    assert [data["holm"][k] for k in ("A1", "A3", "B1", "B2")] == pytest.approx(stats.holm(ps))
+    assert set(data["verdicts"]) == {"A1", "A3", "B1", "B2"} and data["complete"]
+    text = (tmp_path / "b.md").read_text()
+    assert "round 4: sparsity 1.000, 996 params" in text and "| capacity | 0.8800 (M 12.0, 3) |" in text
+    assert "round 1, capacity − constant: +1.00 points" in text
+
+    del reports[b_prune.RUNS / "resnet20-2k" / "aprune-capacity-s2"]  # one seed short
+    data = b_prune.summarise()
+    assert "A3" not in data["verdicts"] and "partial: 2 of 3 seeds, no verdict" in (tmp_path / "b.md").read_text()
+
+    for s in (0, 1, 2):  # L loses from M=10: the precondition of A and B is absent
+        reports[a_sweep.cell("resnet20-2k", 2, "m10", s)]["val"]["accuracy"] = 0.87
+    data = b_prune.summarise()
+    assert set(data["verdicts"].values()) == {"untestable here (precondition absent)"}
+    assert "**absent**: A1, A3, B1, B2 are untestable here" in (tmp_path / "b.md").read_text()

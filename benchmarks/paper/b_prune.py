@@ -164,6 +164,22 @@ def _arm(paths: dict[int, Path]) -> dict[int, float]:
     return {s: v for s, p in paths.items() if (v := _val(p)) is not None}
 
 
+def _rounds(paths: dict[int, Path]) -> dict[int, list[dict]]:
+    """Per seed, a finished prune run's rounds (round 0: the dense model; then each round after its
+    fine-tuning): sparsity, parameters, the magnitude it fine-tuned at, validation accuracy."""
+    out = {}
+    for s, p in paths.items():
+        r = run.read_report(p, pilot.RECORDS)
+        if r and r.get("rounds"):
+            out[s] = [{k: x[k] for k in ("round", "sparsity", "params", "magnitude", "accuracy")} for x in r["rounds"]]
+    return out
+
+
+def _partial(test: dict, planned: int) -> str | None:
+    """A contrast over fewer seeds than planned is reported, but gets no verdict."""
+    return f"partial: {test['n']} of {planned} seeds, no verdict" if test["n"] < planned else None
+
+
 def _paired(a: dict, b: dict) -> dict | None:
     common = sorted(set(a) & set(b))
     return stats.paired([a[s] for s in common], [b[s] for s in common]) if len(common) >= 2 else None
@@ -228,12 +244,15 @@ def summarise() -> dict:
              "B1": f"B1: dense at M={STRONG} − dense at M=0, both pruned and fine-tuned at M=0",
              "B2": f"B2: interaction (aux − plain at M={STRONG}) − (aux − plain at M=0), width {small:g}"}
     verdicts = {}
+    planned = {"A1": len(SEEDS), "A3": len(SEEDS), "B1": len(SEEDS), "B2": len(s_seeds)}
     for k, name in names.items():
         v = family[k]
         if k == "A3" and void:
             text = f"void: the fitted schedule spans {sched['span']:.1f} < {MIN_SPAN:g} magnitude units"
         elif v is None:
             text = "not enough seeds yet"
+        elif (partial := _partial(v, planned[k])) is not None:
+            text = f"{stats.fmt(v, adjusted[k])}; per seed {[round(x, 2) for x in v['per_seed']]}: **{partial}**"
         else:
             verdicts[k] = stats.verdict(v, adjusted[k]) if precondition else "untestable here (precondition absent)"
             text = f"{stats.fmt(v, adjusted[k])}; per seed {[round(x, 2) for x in v['per_seed']]}: **{verdicts[k]}**"
@@ -253,15 +272,45 @@ def summarise() -> dict:
     lines += ["", "Secondary (unadjusted):"]
     for k, v in secondary.items():
         lines.append(f"- {k}: " + (stats.fmt(v) if v is not None else "not enough seeds yet"))
+    by_round = {rule: _rounds({s: RUNS / reg / f"aprune-{rule}-s{s}" for s in SEEDS}) for rule in aprune}
+    lines += _round_table(by_round)
     lines += ["", f"The capacity schedule (a-schedule.json) spans {sched['span']:.1f} magnitude units between "
                   f"width {large:g} and width {small:g}'s size."]
-    data = {"design": d, "span": sched["span"], "precondition": gain_large, "aprune": aprune, "b1": b1,
+    data = {"design": d, "span": sched["span"], "precondition": gain_large, "aprune": aprune,
+            "aprune_rounds": by_round, "b1": b1,
             "b2": {"plain": plain, "aux": aux}, "family": family, "holm": adjusted, "verdicts": verdicts,
             "secondary": {k: v for k, v in secondary.items() if v is not None}, "complete": got >= expected}
     OUT.mkdir(exist_ok=True)
     (OUT / "b.md").write_text("\n".join(lines) + "\n")
     (OUT / "b.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
     return data
+
+
+def _round_table(by_round: dict[str, dict[int, list[dict]]]) -> list[str]:
+    """A-prune at every sparsity (secondary): each rule's mean validation accuracy after each round's
+    fine-tuning, the magnitude it fine-tuned at, and capacity − constant paired by seed per round."""
+    done = {rule: seeds for rule, seeds in by_round.items() if seeds}
+    if not done:
+        return []
+    first = next(iter(next(iter(done.values())).values()))
+    lines = ["", "A-prune at every sparsity (secondary): mean validation accuracy after each round's fine-tuning "
+             "(round 0: the dense model, before pruning), the magnitude fine-tuned at, seeds in brackets.", "",
+             "| rule | " + " | ".join(f"round {x['round']}: sparsity {x['sparsity']:.3f}, {x['params']:,} params"
+                                     for x in first) + " |", "|---|" + "---:|" * len(first)]
+    for rule, seeds in done.items():
+        cells = []
+        for k in range(len(first)):
+            acc = [rs[k]["accuracy"] for rs in seeds.values() if len(rs) > k]
+            m = next(rs[k]["magnitude"] for rs in seeds.values() if len(rs) > k)
+            cells.append(f"{sum(acc) / len(acc):.4f} (M {m:.1f}, {len(acc)})")
+        lines.append(f"| {rule} | " + " | ".join(cells) + " |")
+    cap, const = done.get("capacity", {}), done.get("constant", {})
+    for k in range(1, len(first)):
+        test = _paired({s: rs[k]["accuracy"] for s, rs in cap.items() if len(rs) > k},
+                       {s: rs[k]["accuracy"] for s, rs in const.items() if len(rs) > k})
+        if test is not None:
+            lines.append(f"- round {k}, capacity − constant: {stats.fmt(test)}")
+    return lines
 
 
 if __name__ == "__main__":
