@@ -302,6 +302,7 @@ def test_experiment_2_summary_tests_the_family_with_holm_and_withholds_verdicts_
     text = (tmp_path / "b.md").read_text()
     assert "round 4: sparsity 1.000, 996 params" in text and "| capacity | 0.8800 (M 12.0, 3) |" in text
     assert "round 1, capacity − constant: +1.00 points" in text
+    assert "(b.png)" in text and (tmp_path / "b.png").stat().st_size > 10_000
 
     del reports[b_prune.RUNS / "resnet20-2k" / "aprune-capacity-s2"]  # one seed short
     data = b_prune.summarise()

@@ -17,7 +17,7 @@ rounds, each fine-tuned for 10 epochs at lr 0.01 (cosine per round), on the same
   Beside them S from scratch at round(vertex S) for 150 + 40 epochs (total epochs matched).
 - B2: S with auxiliary heads (weight 0.3) at M=0 and M=10 against A's plain S cells; primary B2 = the
   interaction (aux − plain at M=10) − (aux − plain at M=0), paired by seed.
-Holm over {A1, A3, B1, B2}. Runs: $AUGPIPE_RUNS/b/ (default runs/paper2/b/). Results: results2/b.md, b.json.
+Holm over {A1, A3, B1, B2}. Runs: $AUGPIPE_RUNS/b/ (default runs/paper2/b/). Results: results2/b.md, b.json, b.png.
 """
 from __future__ import annotations
 
@@ -281,6 +281,9 @@ def summarise() -> dict:
             "b2": {"plain": plain, "aux": aux}, "family": family, "holm": adjusted, "verdicts": verdicts,
             "secondary": {k: v for k, v in secondary.items() if v is not None}, "complete": got >= expected}
     OUT.mkdir(exist_ok=True)
+    if any(by_round.values()) or any(b1.values()) or any(aux.values()):
+        _plot(by_round, b1, plain, aux, small, OUT / "b.png")
+        lines += ["", "![A-prune per rule against sparsity; B1's and B2's arms per seed](b.png)"]
     (OUT / "b.md").write_text("\n".join(lines) + "\n")
     (OUT / "b.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
     return data
@@ -311,6 +314,52 @@ def _round_table(by_round: dict[str, dict[int, list[dict]]]) -> list[str]:
         if test is not None:
             lines.append(f"- round {k}, capacity − constant: {stats.fmt(test)}")
     return lines
+
+
+def _plot(by_round: dict, b1: dict, plain: dict, aux: dict, small: float, path: Path) -> None:
+    """Left: A-prune, each rule's validation accuracy against parameters after each round (mean over seeds,
+    seeds as dots). Right: B1's arms and B2's four cells, each seed a dot and the mean a bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for rule, seeds in by_round.items():
+        if not seeds:
+            continue
+        n = min(len(rs) for rs in seeds.values())
+        xs = [next(iter(seeds.values()))[k]["params"] for k in range(n)]
+        means = [100 * sum(rs[k]["accuracy"] for rs in seeds.values()) / len(seeds) for k in range(n)]
+        line, = ax.plot(xs, means, marker="o", label=f"{rule} ({len(seeds)} seeds)")
+        for rs in seeds.values():
+            ax.scatter(xs, [100 * rs[k]["accuracy"] for k in range(n)], s=8, color=line.get_color(), alpha=0.5)
+    ax.set_xscale("log")
+    if any(by_round.values()):
+        first = next(iter(next(s for s in by_round.values() if s).values()))
+        ax.set_xticks([x["params"] for x in first], [f"{x['params']:,}" for x in first], fontsize=8)
+        ax.minorticks_off()
+    ax.invert_xaxis()
+    ax.set_xlabel("parameters (dense → pruned)")
+    ax.set_ylabel("validation accuracy, %")
+    ax.set_title("A-prune: fine-tuning rules")
+    if any(by_round.values()):
+        ax.legend(fontsize=8)
+    arms = {**{f"B1 {k}": v for k, v in b1.items()},
+            **{f"B2 w{small:g} {kind} M={m}": cell for m in (0, STRONG)
+               for kind, cell in (("plain", plain.get(m, {})), ("aux", aux.get(m, {})))}}
+    for i, (name, vals) in enumerate(arms.items()):
+        if vals:
+            bx.bar(i, 100 * sum(vals.values()) / len(vals), color="lightgray")
+            bx.scatter([i] * len(vals), [100 * v for v in vals.values()], s=10, color="black")
+    bx.set_xticks(range(len(arms)), list(arms), rotation=35, ha="right", fontsize=8)
+    filled = [100 * v for vals in arms.values() for v in vals.values()]
+    if filled:
+        bx.set_ylim(min(filled) - 1, max(filled) + 1)
+    bx.set_ylabel("validation accuracy, %")
+    bx.set_title("B1 and B2")
+    fig.tight_layout()
+    run.save_figure(fig, path)
 
 
 if __name__ == "__main__":
