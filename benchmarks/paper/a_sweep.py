@@ -162,7 +162,7 @@ def summarise() -> dict:
         a1 = stats.paired([gl[s] for s in common], [gs[s] for s in common])
         result["A1"] = a1
         planned = len(set(seeds(large)) & set(seeds(small)))
-        partial = f" — **partial: {len(common)} of {planned} seeds, no verdict**" if len(common) < planned else ""
+        partial = f" — **{words}**" if (words := stats.partial(len(common), planned)) else ""
         lines.append(f"- **A1 (primary)**: gain of M=10 over M=0, width {large:g} minus width {small:g}, paired by "
                      f"seed ({len(common)} seeds): {stats.fmt(a1)} (Holm-adjusted with the family in PLAN.md's "
                      f"summary once B's contrasts exist){partial}")

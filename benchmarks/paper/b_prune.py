@@ -175,11 +175,6 @@ def _rounds(paths: dict[int, Path]) -> dict[int, list[dict]]:
     return out
 
 
-def _partial(test: dict, planned: int) -> str | None:
-    """A contrast over fewer seeds than planned is reported, but gets no verdict."""
-    return f"partial: {test['n']} of {planned} seeds, no verdict" if test["n"] < planned else None
-
-
 def _paired(a: dict, b: dict) -> dict | None:
     common = sorted(set(a) & set(b))
     return stats.paired([a[s] for s in common], [b[s] for s in common]) if len(common) >= 2 else None
@@ -251,7 +246,7 @@ def summarise() -> dict:
             text = f"void: the fitted schedule spans {sched['span']:.1f} < {MIN_SPAN:g} magnitude units"
         elif v is None:
             text = "not enough seeds yet"
-        elif (partial := _partial(v, planned[k])) is not None:
+        elif (partial := stats.partial(v["n"], planned[k])) is not None:
             text = f"{stats.fmt(v, adjusted[k])}; per seed {[round(x, 2) for x in v['per_seed']]}: **{partial}**"
         else:
             verdicts[k] = stats.verdict(v, adjusted[k]) if precondition else "untestable here (precondition absent)"

@@ -115,6 +115,11 @@ def verdict(test: dict, adjusted_p: float, predicted_sign: int = 1, alpha: float
     return "not reproduced"
 
 
+def partial(n: int, planned: int) -> str | None:
+    """A contrast over fewer seeds than planned is reported, but gets no verdict: the words that say so."""
+    return f"partial: {n} of {planned} seeds, no verdict" if n < planned else None
+
+
 def fmt(test: dict, adjusted_p: float | None = None) -> str:
     lo, hi = test["ci"]
     text = (f"{test['diff']:+.2f} points, 95 % CI [{lo:+.2f}, {hi:+.2f}], t = {test['t']:.2f}, "
