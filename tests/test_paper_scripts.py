@@ -243,6 +243,37 @@ def test_a_summary_computes_a1_as_a_paired_difference_in_differences_and_marks_i
     result = a_sweep.summarise()
     assert result["A1"]["n"] == 3 and "no verdict" not in (tmp_path / "a.md").read_text()
     assert (tmp_path / "a-schedule.json").is_file() and set(result["A2"]["vertices"]) == {"0.25", "0.5", "1", "2"}
+    assert result["A1"]["p"] < 0.05 and "A1_verdict" not in result  # passes raw: its verdict waits for Holm
+    assert "verdict after the Holm adjustment" in (tmp_path / "a.md").read_text()
+
+    for s, off in zip(a_sweep.seeds(2), (0.006, -0.005, 0.002)):  # L gains about what S gains: fails unadjusted
+        values[2, "m10", s] = values[2, "m0", s] + values[0.25, "m10", s] - values[0.25, "m0", s] + 0.01 + off
+        values[0.25, "m10", s] += 0.01  # (both gain, so the precondition holds)
+    result = a_sweep.summarise()
+    assert result["A1"]["p"] > 0.05 and result["A1_verdict"] == "not reproduced"
+    assert "**not reproduced** (fails unadjusted" in (tmp_path / "a.md").read_text()
+
+    for s in a_sweep.seeds(2):  # L loses from M=10: the precondition is absent, no verdict word but that
+        values[2, "m10", s] = values[2, "m0", s] - 0.005
+    result = a_sweep.summarise()
+    assert "A1_verdict" not in result and "untestable here (precondition absent)" in (tmp_path / "a.md").read_text()
+
+
+def test_settled_verdicts_are_the_ones_holm_cannot_change():
+    """A contrast failing raw stays "not reproduced" under any Holm family; one passing raw may still fail."""
+    sys.path.insert(0, str(PAPER))
+    import stats
+
+    rng = __import__("numpy").random.default_rng(1)
+    for _ in range(200):
+        tests = [stats.paired(0.01 * rng.standard_normal(3) + rng.uniform(-0.02, 0.02), [0.0] * 3)
+                 for _ in range(4)]
+        adjusted = stats.holm([t["p"] for t in tests])
+        for t, p in zip(tests, adjusted):
+            if stats.settled(t) is not None:
+                assert stats.verdict(t, p) == stats.settled(t) == "not reproduced"
+    assert stats.settled({"p": 0.01, "diff": 1.0}) is None
+    assert stats.settled({"p": 0.01, "diff": -1.0}) == "not reproduced"
 
 
 def test_experiment_2_summary_tests_the_family_with_holm_and_withholds_verdicts_until_every_seed_is_in(

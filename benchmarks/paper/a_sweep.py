@@ -162,10 +162,17 @@ def summarise() -> dict:
         a1 = stats.paired([gl[s] for s in common], [gs[s] for s in common])
         result["A1"] = a1
         planned = len(set(seeds(large)) & set(seeds(small)))
-        partial = f" — **{words}**" if (words := stats.partial(len(common), planned)) else ""
+        if (words := stats.partial(len(common), planned)) is not None:
+            status = f"Holm-adjusted with experiment 2's family in b.md — **{words}**"
+        elif sum(gl.values()) <= 0:  # b.md's precondition: the largest size gains from M=10 on average
+            status = "**untestable here (precondition absent)**: the largest size does not gain from M=10"
+        elif (words := stats.settled(a1)) is not None:
+            result["A1_verdict"] = words
+            status = f"**{words}** (fails unadjusted; Holm over {{A1, A3, B1, B2}} in b.md can only raise its p)"
+        else:
+            status = "verdict after the Holm adjustment over {A1, A3, B1, B2} in b.md, once B's contrasts exist"
         lines.append(f"- **A1 (primary)**: gain of M=10 over M=0, width {large:g} minus width {small:g}, paired by "
-                     f"seed ({len(common)} seeds): {stats.fmt(a1)} (Holm-adjusted with the family in PLAN.md's "
-                     f"summary once B's contrasts exist){partial}")
+                     f"seed ({len(common)} seeds): {stats.fmt(a1)}; {status}")
     lines += ["", "Per size (secondary, descriptive): the gain of M=10 over M=0 paired by seed, and the train-val "
               "gap at M=0 (the precondition: a gap to close).", "",
               "| width | params | seeds | M=10 − M=0, points | 95 % CI | p | gap at M=0, points (mean) |",

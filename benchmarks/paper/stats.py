@@ -115,6 +115,14 @@ def verdict(test: dict, adjusted_p: float, predicted_sign: int = 1, alpha: float
     return "not reproduced"
 
 
+def settled(test: dict, predicted_sign: int = 1, alpha: float = 0.05) -> str | None:
+    """A primary's verdict before the rest of its Holm family exists, where one is already fixed: Holm never
+    adjusts a p-value below its raw value, so a contrast that fails unadjusted is "not reproduced" whatever the
+    other members show. None where the verdict must wait for the family."""
+    passes_raw = test["p"] < alpha and test["diff"] != 0 and math.copysign(1, test["diff"]) == predicted_sign
+    return None if passes_raw else "not reproduced"
+
+
 def partial(n: int, planned: int) -> str | None:
     """A contrast over fewer seeds than planned is reported, but gets no verdict: the words that say so."""
     return f"partial: {n} of {planned} seeds, no verdict" if n < planned else None
