@@ -119,8 +119,8 @@ def settled(test: dict, predicted_sign: int = 1, alpha: float = 0.05) -> str | N
     """A primary's verdict before the rest of its Holm family exists, where one is already fixed: Holm never
     adjusts a p-value below its raw value, so a contrast that fails unadjusted is "not reproduced" whatever the
     other members show. None where the verdict must wait for the family."""
-    passes_raw = test["p"] < alpha and test["diff"] != 0 and math.copysign(1, test["diff"]) == predicted_sign
-    return None if passes_raw else "not reproduced"
+    raw = verdict(test, test["p"], predicted_sign, alpha)  # the unadjusted p: the lowest Holm can give
+    return None if raw == "reproduced in an analogous setting" else raw
 
 
 def partial(n: int, planned: int) -> str | None:
