@@ -243,6 +243,7 @@ def test_a_summary_computes_a1_as_a_paired_difference_in_differences_and_marks_i
     result = a_sweep.summarise()
     assert result["A1"]["n"] == 3 and "no verdict" not in (tmp_path / "a.md").read_text()
     assert (tmp_path / "a-schedule.json").is_file() and set(result["A2"]["vertices"]) == {"0.25", "0.5", "1", "2"}
+    assert result["A2"]["p_min"] == pytest.approx(1 / 12) and result["A2"]["p"] >= 1 / 12  # exact: 4 sizes, 4!
     assert result["A1"]["p"] < 0.05 and "A1_verdict" not in result  # passes raw: its verdict waits for Holm
     assert "verdict after the Holm adjustment" in (tmp_path / "a.md").read_text()
 

@@ -161,3 +161,29 @@ def test_spearman_bootstrap_resamples_whole_samples():
     assert hi - lo > 1.3 * (pairs["ci"][1] - pairs["ci"][0])
     with pytest.raises(ValueError, match="equal length"):
         stats.spearman_bootstrap(x, y[:-1], clusters)
+
+
+def test_spearman_exact_counts_every_ordering():
+    import itertools
+
+    def brute(x, y):  # the share of the n! orderings of y at least as extreme, both tails (scipy's rule)
+        obs = st.spearmanr(x, y)[0]
+        rhos = [st.spearmanr(x, list(p))[0] for p in itertools.permutations(y)]
+        le = np.mean([r <= obs + 1e-12 for r in rhos])
+        ge = np.mean([r >= obs - 1e-12 for r in rhos])
+        return min(1.0, 2 * min(le, ge))
+
+    x = np.log10([17_462, 68_642, 272_186, 1_084_010])
+    for y in ([6.9, 11.9, 11.3, 11.6], [1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0], [3.0, 1.0, 4.0, 2.0]):
+        r = stats.spearman_exact(x, y)
+        assert r["rho"] == pytest.approx(st.spearmanr(x, y)[0])
+        assert r["p"] == pytest.approx(brute(x, y))
+    perfect = stats.spearman_exact(x, [1, 2, 3, 4])
+    assert perfect["p"] == pytest.approx(1 / 12) == perfect["p_min"]  # scipy's t approximation says 0 here
+    assert st.spearmanr(x, [1, 2, 3, 4])[1] < 1e-6
+    five = stats.spearman_exact(np.arange(5), [1, 2, 3, 5, 4])
+    assert five["p"] == pytest.approx(brute(np.arange(5), [1, 2, 3, 5, 4]))
+    with pytest.raises(ValueError, match="equal length"):
+        stats.spearman_exact(x, [1, 2, 3])
+    with pytest.raises(ValueError, match="too large"):
+        stats.spearman_exact(np.arange(10), np.arange(10))

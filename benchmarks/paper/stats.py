@@ -108,6 +108,22 @@ def spearman_bootstrap(x, y, clusters, resamples: int = 2000, seed: int = 0, con
             "clusters": int(len(ids)), "n": int(len(x)), "resamples": resamples}
 
 
+def spearman_exact(x, y) -> dict:
+    """Spearman's rho of a few points (A2: one vertex per size) with its exact two-sided permutation p
+    over every ordering of y. scipy's default p comes from a t approximation that is wrong at this n
+    (rho = 1 over 4 points gives p = 0, where 2 of the 24 orderings reach |rho| = 1: p = 0.083)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) != len(y) or len(x) < 3:
+        raise ValueError(f"x and y need one equal length >= 3, got {len(x)} and {len(y)}")
+    if math.factorial(len(x)) > 100_000:
+        raise ValueError(f"an exact permutation test over {len(x)}! orderings is too large; use the asymptotic p")
+    res = st.permutation_test((y,), lambda v: st.spearmanr(x, v)[0], permutation_type="pairings",
+                              n_resamples=math.inf, alternative="two-sided")
+    n = len(x)
+    return {"rho": float(res.statistic), "p": float(res.pvalue), "n": n,
+            "p_min": float(2 / math.factorial(n)) if n > 1 else 1.0}  # the smallest p n points can give
+
+
 def verdict(test: dict, adjusted_p: float, predicted_sign: int = 1, alpha: float = 0.05) -> str:
     """PLAN.md's words for a primary contrast whose precondition holds."""
     if adjusted_p < alpha and math.copysign(1, test["diff"]) == predicted_sign and test["diff"] != 0:
