@@ -113,15 +113,15 @@ def spearman_exact(x, y) -> dict:
     over every ordering of y. scipy's default p comes from a t approximation that is wrong at this n
     (rho = 1 over 4 points gives p = 0, where 2 of the 24 orderings reach |rho| = 1: p = 0.083)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
-    if len(x) != len(y) or len(x) < 3:
-        raise ValueError(f"x and y need one equal length >= 3, got {len(x)} and {len(y)}")
-    if math.factorial(len(x)) > 100_000:
-        raise ValueError(f"an exact permutation test over {len(x)}! orderings is too large; use the asymptotic p")
+    n = len(x)
+    if n != len(y) or n < 3:
+        raise ValueError(f"x and y need one equal length >= 3, got {n} and {len(y)}")
+    if math.factorial(n) > 100_000:
+        raise ValueError(f"an exact permutation test over {n}! orderings is too large; use the asymptotic p")
     res = st.permutation_test((y,), lambda v: st.spearmanr(x, v)[0], permutation_type="pairings",
                               n_resamples=math.inf, alternative="two-sided")
-    n = len(x)
     return {"rho": float(res.statistic), "p": float(res.pvalue), "n": n,
-            "p_min": float(2 / math.factorial(n)) if n > 1 else 1.0}  # the smallest p n points can give
+            "p_min": 2 / math.factorial(n)}  # the smallest p n distinct points can give: rho = +1 and -1
 
 
 def verdict(test: dict, adjusted_p: float, predicted_sign: int = 1, alpha: float = 0.05) -> str:
