@@ -142,6 +142,39 @@ def test_an_interrupted_run_resumes_in_a_later_session_from_its_committed_checkp
     assert rec["environments"] == [run._this_environment()]  # the session it began in (the last one recorded none)
 
 
+def test_two_scripts_never_train_into_the_same_run_directory(tmp_path, monkeypatch, capsys):
+    """A run whose lock a live process holds is skipped (not started twice); a stale lock, whose process
+    is gone, is taken over; the lock is released when the run ends."""
+    import subprocess
+
+    import run
+
+    monkeypatch.setattr(run, "RUNS", tmp_path / "runs")
+    # a stand-in for `augpipe`: the run "trains" by writing its report and counting its starts
+    script = ("import sys, pathlib; out = pathlib.Path(sys.argv[-1]); out.mkdir(parents=True, exist_ok=True); "
+              "(out / 'starts').open('a').write('x'); (out / 'report.json').write_text('{}')")
+    monkeypatch.setattr(run, "AUGPIPE", [sys.executable, "-c", script])
+    busy, stale = run.RUNS / "b" / "busy", run.RUNS / "b" / "stale"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    try:
+        busy.parent.mkdir(parents=True)
+        (busy.parent / "busy.lock").write_text(str(holder.pid))
+        (stale.parent / "stale.lock").write_text(str(gone.pid))
+        run.execute([(busy, ["--out", str(busy)]), (stale, ["--out", str(stale)])])
+        assert f"skip b/busy: running in process {holder.pid}" in capsys.readouterr().out
+        assert not busy.exists() and (busy.parent / "busy.lock").read_text() == str(holder.pid)
+        assert (stale / "starts").read_text() == "x" and not (stale.parent / "stale.lock").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    run.execute([(busy, ["--out", str(busy)])])  # its holder is gone: the run starts, once
+    assert (busy / "starts").read_text() == "x" and not (busy.parent / "busy.lock").exists()
+    assert run.claim(busy) is None and run.claim(busy) is None  # this process may retake its own lock
+    run.release(busy)
+
+
 def test_spearman_bootstrap_resamples_whole_samples():
     rng = np.random.default_rng(0)
     n, views = 300, 5

@@ -171,6 +171,42 @@ def read_report(out: Path, records: Path | None = None) -> dict | None:
     return None
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
+def claim(out: Path) -> int | None:
+    """Take a run's lock (`<out>.lock` beside it, holding this process's pid) so that two scripts on this
+    machine never train into the same directory; returns the pid of the live process that holds it instead,
+    or None once taken. A lock whose process is gone is stale and taken over."""
+    lock = out.parent / f"{out.name}.lock"
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+            except (FileNotFoundError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and _alive(pid):
+                return pid
+            lock.unlink(missing_ok=True)
+            continue
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        return None
+
+
+def release(out: Path) -> None:
+    (out.parent / f"{out.name}.lock").unlink(missing_ok=True)
+
+
 def execute(runs: list[tuple[Path, list[str]]], records: Path | None = None, keep_model=False) -> None:
     """Run `augpipe <argv>` for every (out, argv) not finished yet, JOBS at a time.
 
@@ -178,7 +214,8 @@ def execute(runs: list[tuple[Path, list[str]]], records: Path | None = None, kee
     with `keep_model` (True for every run, or a set of run directories: teachers, models later runs
     start from), is copied to records/<path under RUNS>;
     a run with a record counts as finished and its files are restored from it, so results survive the
-    machine they ran on once committed."""
+    machine they ran on once committed. A run another script on this machine is running (its lock) is
+    skipped, not started twice."""
     def keep(out: Path) -> bool:
         return keep_model is True or (not isinstance(keep_model, bool) and out in keep_model)
 
@@ -191,14 +228,22 @@ def execute(runs: list[tuple[Path, list[str]]], records: Path | None = None, kee
         out, argv = job
         argv = [a.replace(f"{ROOT}/", "") for a in argv] + EXTRA  # checkout-relative paths (cwd=ROOT)
         out.parent.mkdir(parents=True, exist_ok=True)
-        command = [*AUGPIPE, *argv]
-        start = time.perf_counter()
-        with open(out.parent / f"{out.name}.log", "w") as log:
-            log.write("$ " + shlex.join(["augpipe", *argv]) + "\n")
-            log.flush()
-            rc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=ENV, cwd=ROOT).returncode
-        if rc == 0:
-            _keep(records, out, keep(out))
+        if (holder := claim(out)) is not None:
+            print(f"  skip {out.relative_to(RUNS)}: running in process {holder}", flush=True)
+            return 0
+        try:
+            if (out / "report.json").is_file():  # finished by another script since the list was made
+                return 0
+            command = [*AUGPIPE, *argv]
+            start = time.perf_counter()
+            with open(out.parent / f"{out.name}.log", "w") as log:
+                log.write("$ " + shlex.join(["augpipe", *argv]) + "\n")
+                log.flush()
+                rc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=ENV, cwd=ROOT).returncode
+            if rc == 0:
+                _keep(records, out, keep(out))
+        finally:
+            release(out)
         print(f"  {'ok ' if rc == 0 else 'FAILED'} {out.relative_to(RUNS)} ({time.perf_counter() - start:.0f} s)",
               flush=True)
         return rc
