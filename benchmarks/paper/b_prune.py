@@ -143,15 +143,20 @@ def experiment() -> bool:
     if d is None:
         print("experiment 2: A2 has no vertex for the largest and smallest size yet: not run", flush=True)
         return False
-    sched = schedules(d)
-    run.execute(b2_runs(d), pilot.RECORDS)  # cheapest first
-    dense_runs, prunes = a_prune_runs(d, sched)
-    run.execute(dense_runs, pilot.RECORDS, keep_model=True)  # the prune runs start from them
     for src in {a_sweep.cell(reg, d["large"], f"m{m}", s) for m in a_sweep.MAGNITUDES for s in SEEDS}:
         run.restore(pilot.RECORDS, src, keep_model=True)  # A's kept dense weights, from the records
-    run.execute(b1_runs(d) + prunes, pilot.RECORDS)
+    for runs, keep in stages(d, schedules(d)):
+        run.execute(runs, pilot.RECORDS, keep_model=keep)
     summarise()
     return True
+
+
+def stages(d: dict, sched: dict) -> list[tuple[list, set]]:
+    """Experiment 2's runs in the order they run, each stage with the run directories whose weights are
+    kept: B2 (cheapest) first; the dense models A-prune starts from, with B1 beside them (B1 prunes A's own
+    cells) so that no core waits on the third dense run; then A-prune."""
+    dense_runs, prunes = a_prune_runs(d, sched)
+    return [(b2_runs(d), set()), (dense_runs + b1_runs(d), {p for p, _ in dense_runs}), (prunes, set())]
 
 
 # ------------------------------------------------------------------ summary
