@@ -335,6 +335,11 @@ def _plot(by_round: dict, b1: dict, plain: dict, aux: dict, small: float, path: 
         for rs in seeds.values():
             ax.scatter(xs, [100 * rs[k]["accuracy"] for k in range(n)], s=8, color=line.get_color(), alpha=0.5)
     ax.set_xscale("log")
+    if not any(by_round.values()):
+        ax.text(0.5, 0.5, "no A-prune run has finished yet", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.minorticks_off()
     if any(by_round.values()):
         first = next(iter(next(s for s in by_round.values() if s).values()))
         ax.set_xticks([x["params"] for x in first], [f"{x['params']:,}" for x in first], fontsize=8)
