@@ -175,6 +175,40 @@ def test_two_scripts_never_train_into_the_same_run_directory(tmp_path, monkeypat
     run.release(busy)
 
 
+def test_a_run_that_starts_from_another_waits_for_it_and_only_for_it(tmp_path, monkeypatch, capsys):
+    """With two jobs, a run whose command names an earlier run's directory starts after that run ends
+    (while an unrelated run goes on beside it); a source that fails leaves its dependant unstarted; a
+    source listed after its dependant is refused."""
+    import json
+    import time
+
+    import run
+
+    monkeypatch.setattr(run, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(run, "JOBS", 2)
+    # a stand-in for `augpipe`: argv is [--from SRC] [--sleep S] [--fail] --out OUT
+    script = ("import sys, time, json, pathlib; a = sys.argv[1:]; out = pathlib.Path(a[-1]); "
+              "out.mkdir(parents=True, exist_ok=True); t0 = time.time(); "
+              "time.sleep(float(a[a.index('--sleep') + 1]) if '--sleep' in a else 0); "
+              "sys.exit(3) if '--fail' in a else None; "
+              "(out / 'report.json').write_text(json.dumps({'start': t0, 'end': time.time()}))")
+    monkeypatch.setattr(run, "AUGPIPE", [sys.executable, "-c", script])
+    src, dep, other = (run.RUNS / "b" / n for n in ("dense", "prune", "other"))
+    run.execute([(src, ["--sleep", "1.5", "--out", str(src)]), (dep, ["--from", str(src), "--out", str(dep)]),
+                 (other, ["--sleep", "0.5", "--out", str(other)])])
+    t = {p.name: json.loads((p / "report.json").read_text()) for p in (src, dep, other)}
+    assert t["prune"]["start"] >= t["dense"]["end"]  # waited for its source
+    assert t["other"]["start"] < t["dense"]["end"]  # the unrelated run did not wait
+
+    bad, orphan = run.RUNS / "b" / "bad", run.RUNS / "b" / "orphan"
+    with pytest.raises(SystemExit, match="1 runs failed"):
+        run.execute([(bad, ["--fail", "--out", str(bad)]), (orphan, ["--from", str(bad), "--out", str(orphan)])])
+    assert "skip b/orphan: b/bad has not finished" in capsys.readouterr().out and not orphan.exists()
+    late = run.RUNS / "b" / "late"
+    with pytest.raises(ValueError, match="listed after it"):
+        run.execute([(orphan, ["--from", str(late), "--out", str(orphan)]), (late, ["--out", str(late)])])
+
+
 def test_spearman_bootstrap_resamples_whole_samples():
     rng = np.random.default_rng(0)
     n, views = 300, 5

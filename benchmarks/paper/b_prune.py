@@ -152,11 +152,12 @@ def experiment() -> bool:
 
 
 def stages(d: dict, sched: dict) -> list[tuple[list, set]]:
-    """Experiment 2's runs in the order they run, each stage with the run directories whose weights are
-    kept: B2 (cheapest) first; the dense models A-prune starts from, with B1 beside them (B1 prunes A's own
-    cells) so that no core waits on the third dense run; then A-prune."""
+    """Experiment 2's runs in the order they start, each stage with the run directories whose weights are
+    kept: B2 (cheapest) first; then the dense models A-prune starts from, B1 (which prunes A's own cells)
+    and A-prune, in one stage: each prune run waits only for its own dense model (`run.execute`), so no
+    core waits while the third dense model trains."""
     dense_runs, prunes = a_prune_runs(d, sched)
-    return [(b2_runs(d), set()), (dense_runs + b1_runs(d), {p for p, _ in dense_runs}), (prunes, set())]
+    return [(b2_runs(d), set()), (dense_runs + b1_runs(d) + prunes, {p for p, _ in dense_runs})]
 
 
 # ------------------------------------------------------------------ summary

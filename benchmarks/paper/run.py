@@ -24,8 +24,8 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -207,6 +207,39 @@ def release(out: Path) -> None:
     (out.parent / f"{out.name}.lock").unlink(missing_ok=True)
 
 
+def _schedule(todo: list, needs: dict, ended: dict, one) -> list[int]:
+    """`one(job)` for every job, JOBS threads at a time, each taking the first pending job whose sources
+    (`needs`) have ended, so a run waiting for its source holds no core. Returns the exit codes; a job
+    whose call raised counts as 1 (the thread prints the traceback)."""
+    pending, codes, ready = list(todo), [], threading.Condition()
+
+    def worker():
+        while True:
+            with ready:
+                while True:
+                    if not pending:
+                        return
+                    job = next((j for j in pending if all(ended[str(p)].is_set() for p in needs[j[0]])), None)
+                    if job is not None:
+                        pending.remove(job)
+                        break
+                    ready.wait()
+            rc = 1
+            try:
+                rc = one(job)
+            finally:
+                with ready:
+                    codes.append(rc)
+                    ready.notify_all()
+
+    workers = [threading.Thread(target=worker) for _ in range(JOBS)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return codes
+
+
 def execute(runs: list[tuple[Path, list[str]]], records: Path | None = None, keep_model=False) -> None:
     """Run `augpipe <argv>` for every (out, argv) not finished yet, JOBS at a time.
 
@@ -215,7 +248,8 @@ def execute(runs: list[tuple[Path, list[str]]], records: Path | None = None, kee
     start from), is copied to records/<path under RUNS>;
     a run with a record counts as finished and its files are restored from it, so results survive the
     machine they ran on once committed. A run another script on this machine is running (its lock) is
-    skipped, not started twice."""
+    skipped, not started twice. A run whose command names an earlier run's directory (`--from`,
+    `--teacher`) waits for that run, so runs that start from a model need not wait for a whole stage."""
     def keep(out: Path) -> bool:
         return keep_model is True or (not isinstance(keep_model, bool) and out in keep_model)
 
@@ -223,9 +257,26 @@ def execute(runs: list[tuple[Path, list[str]]], records: Path | None = None, kee
         restore(records, out, keep(out))
     todo = [(out, argv) for out, argv in runs if not (out / "report.json").is_file()]
     print(f"{len(runs)} runs, {len(runs) - len(todo)} done, {len(todo)} to run", flush=True)
+    ended = {str(out): threading.Event() for out, _ in todo}
+    needs = {}
+    for i, (out, argv) in enumerate(todo):
+        needs[out] = [Path(a) for a in argv if a in ended and a != str(out)]
+        later = [p for p in needs[out] if p in {o for o, _ in todo[i:]}]
+        if later:  # sources first: no cycle can leave every worker waiting
+            raise ValueError(f"{out} starts from {later[0]}, which is listed after it")
 
     def one(job):
         out, argv = job
+        try:
+            return run_one(out, argv)
+        finally:
+            ended[str(out)].set()
+
+    def run_one(out: Path, argv: list[str]) -> int:
+        for src in needs[out]:
+            if not (src / "report.json").is_file():
+                print(f"  skip {out.relative_to(RUNS)}: {src.relative_to(RUNS)} has not finished", flush=True)
+                return 0
         argv = [a.replace(f"{ROOT}/", "") for a in argv] + EXTRA  # checkout-relative paths (cwd=ROOT)
         out.parent.mkdir(parents=True, exist_ok=True)
         if (holder := claim(out)) is not None:
@@ -248,8 +299,8 @@ def execute(runs: list[tuple[Path, list[str]]], records: Path | None = None, kee
               flush=True)
         return rc
 
-    with ThreadPoolExecutor(JOBS) as pool:
-        failed = sum(rc != 0 for rc in pool.map(one, todo))
+    codes = _schedule(todo, needs, ended, one)
+    failed = len(todo) - codes.count(0)  # a run whose script raised counts as failed
     if failed:
         sys.exit(f"{failed} runs failed: see the .log beside each run directory")
 
