@@ -114,6 +114,21 @@ def test_experiment_2_commands_follow_the_plan(tmp_path, monkeypatch):
     (b2, _), (rest, kept) = b_prune.stages(d, sched)  # B1 and A-prune beside the dense models
     assert rest[:3] == dense and rest[-len(prunes):] == prunes and len(rest) == 3 + 9 + 15
     assert kept == {p for p, _ in dense}  # each prune run waits for its own dense model, listed before it
+    with_control, _ = b_prune.stages(d, sched, control=True)[1]  # amendment 13: after the dense runs
+    import run
+
+    monkeypatch.setattr(run, "_this_cpu", lambda: "AMD EPYC")
+    monkeypatch.setattr(a_sweep, "cpus_of", lambda path: {"AMD EPYC"})
+    assert b_prune.control_here(d)  # this machine has the aux runs' CPU type
+    monkeypatch.setattr(a_sweep, "cpus_of", lambda path: {"Intel(R) Xeon(R) Processor"})
+    assert not b_prune.control_here(d)
+    control = with_control[3:13]
+    assert [p.name for p, _ in control] == [f"b2-plain-m{m}-s{s}" for s in range(5) for m in (0, 10)]
+    for p, argv in control:  # A's own plain cell's command; only --out differs
+        m, s = int(p.name.split("-")[2][1:]), int(p.name.split("-")[3][1:])
+        a_cell = a_sweep.cell("resnet20-2k", 0.25, f"m{m}", s)
+        own = a_sweep.command("resnet20-2k", 0.25, a_sweep.ARMS[f"m{m}"], s, a_cell)
+        assert argv[:-1] == own[:-1] and argv[-1] == str(p) != own[-1]
 
     d = a_json(10.2, 0.4)  # rounds to a swept M: A's cell (its weights are kept) is the dense model
     dense, prunes = b_prune.a_prune_runs(d, b_prune.schedules(d))
@@ -232,7 +247,7 @@ def test_a_summary_computes_a1_as_a_paired_difference_in_differences_and_marks_i
     monkeypatch.setattr(a_sweep, "regime", lambda: "resnet20-2k")
     monkeypatch.setattr(a_sweep, "_val", val)
     monkeypatch.setattr(a_sweep, "_report_field", lambda path, key: 0.1)
-    monkeypatch.setattr(a_sweep, "_cpus", lambda path: {"test CPU"})
+    monkeypatch.setattr(a_sweep, "cpus_of", lambda path: {"test CPU"})
     result = a_sweep.summarise()
     gain = {w: [values[w, "m10", s] - values[w, "m0", s] for s in (0, 1)] for w in (0.25, 2)}
     want = st.ttest_rel(gain[2], gain[0.25])

@@ -117,7 +117,8 @@ def _report_field(path: Path, key: str) -> float | None:
     return r.get(key) if r else None
 
 
-def _cpus(path: Path) -> set[str]:
+def cpus_of(path: Path) -> set[str]:
+    """The CPU model names a finished run ran on (every session of a resumed run)."""
     r = run.read_report(path, pilot.RECORDS)
     return set(r.get("cpus") or [r.get("cpu")]) - {None} if r else set()
 
@@ -193,7 +194,7 @@ def summarise() -> dict:
             lines.append(f"| {w:g} | {params[w]:,} | {len(g)} | | | | "
                          + ("" if row["gap_m0"] is None else f"{row['gap_m0']:+.2f}") + " |")
     result["per_size"] = per_size
-    cpus = {w: sorted({c for a in ARMS for s in seeds(w) for c in _cpus(cell(reg, w, a, s))}) for w in widths}
+    cpus = {w: sorted({c for a in ARMS for s in seeds(w) for c in cpus_of(cell(reg, w, a, s))}) for w in widths}
     result["cpus"] = {f"{w:g}": c for w, c in cpus.items()}
     lines += ["", "CPUs per size (PLAN.md amendment 3: a contrast over sizes run on different CPU types treats the "
               "CPU as part of the run): " + "; ".join(f"width {w:g}: {', '.join(c) or '—'}" for w, c in cpus.items())]

@@ -137,6 +137,25 @@ def b2_runs(d: dict) -> list:
             for s in a_sweep.seeds(d["small"]) for m in (0, STRONG)]
 
 
+def b2_control_runs(d: dict) -> list:
+    """Amendment 13 (secondary): A's plain width-S cells at M=0 and M=10, rerun with their own commands (only
+    --out differs) on the CPU type B2's auxiliary runs used, so that B2 has a same-CPU plain arm and the
+    difference a CPU type makes is measured on ten paired cells."""
+    reg = d["regime"]
+    return [(RUNS / reg / f"b2-plain-m{m}-s{s}",
+             a_sweep.command(reg, d["small"], a_sweep.ARMS[f"m{m}"], s, RUNS / reg / f"b2-plain-m{m}-s{s}"))
+            for s in a_sweep.seeds(d["small"]) for m in (0, STRONG)]
+
+
+def aux_cpus(d: dict) -> set[str]:
+    return {c for p, _ in b2_runs(d) for c in a_sweep.cpus_of(p)}
+
+
+def control_here(d: dict) -> bool:
+    """B2's CPU control means something only on the CPU type every aux run ran on."""
+    return aux_cpus(d) == {run._this_cpu()}
+
+
 def experiment() -> bool:
     reg = a_sweep.regime()
     d = design(reg) if reg else None
@@ -145,19 +164,24 @@ def experiment() -> bool:
         return False
     for src in {a_sweep.cell(reg, d["large"], f"m{m}", s) for m in a_sweep.MAGNITUDES for s in SEEDS}:
         run.restore(pilot.RECORDS, src, keep_model=True)  # A's kept dense weights, from the records
-    for runs, keep in stages(d, schedules(d)):
+    if not (control := control_here(d)):
+        print(f"B2's CPU control (amendment 13) runs only on {', '.join(sorted(aux_cpus(d))) or 'the CPU type of the aux runs'}: "
+              f"not on {run._this_cpu()}", flush=True)
+    for runs, keep in stages(d, schedules(d), control):
         run.execute(runs, pilot.RECORDS, keep_model=keep)
     summarise()
     return True
 
 
-def stages(d: dict, sched: dict) -> list[tuple[list, set]]:
+def stages(d: dict, sched: dict, control: bool = False) -> list[tuple[list, set]]:
     """Experiment 2's runs in the order they start, each stage with the run directories whose weights are
-    kept: B2 (cheapest) first; then the dense models A-prune starts from, B1 (which prunes A's own cells)
-    and A-prune, in one stage: each prune run waits only for its own dense model (`run.execute`), so no
-    core waits while the third dense model trains."""
+    kept: B2 (cheapest) first; then the dense models A-prune starts from, B2's CPU control if `control`
+    (amendment 13: this machine has the aux runs' CPU type), B1 (which prunes A's own cells) and A-prune,
+    in one stage: each prune run waits only for its own dense model (`run.execute`), so no core waits
+    while the third dense model trains."""
     dense_runs, prunes = a_prune_runs(d, sched)
-    return [(b2_runs(d), set()), (dense_runs + b1_runs(d) + prunes, {p for p, _ in dense_runs})]
+    extra = b2_control_runs(d) if control else []
+    return [(b2_runs(d), set()), (dense_runs + extra + b1_runs(d) + prunes, {p for p, _ in dense_runs})]
 
 
 # ------------------------------------------------------------------ summary
@@ -200,6 +224,7 @@ def summarise() -> dict:
     s_seeds = a_sweep.seeds(small)
     plain = {m: _arm({s: a_sweep.cell(reg, small, f"m{m}", s) for s in s_seeds}) for m in a_sweep.MAGNITUDES}
     aux = {m: _arm({s: RUNS / reg / f"b2-aux-m{m}-s{s}" for s in s_seeds}) for m in (0, STRONG)}
+    same_cpu = {m: _arm({s: RUNS / reg / f"b2-plain-m{m}-s{s}" for s in s_seeds}) for m in (0, STRONG)}
     big = {m: _arm({s: a_sweep.cell(reg, large, f"m{m}", s) for s in SEEDS}) for m in (0, STRONG)}
 
     lines = [f"# Experiment 2: A in pruning, and B, in the regime `{reg}` (PLAN.md)", "",
@@ -225,6 +250,9 @@ def summarise() -> dict:
     for m in (0, STRONG):
         row(f"B2, width {small:g} plain M={m}", plain[m])
         row(f"B2, width {small:g} aux heads M={m}", aux[m])
+    for m in (0, STRONG):
+        row(f"B2 CPU control (amendment 13): width {small:g} plain M={m}, rerun on the aux runs' CPU type",
+            same_cpu[m])
 
     gain_large = _paired(big[STRONG], big[0])
     precondition = gain_large is not None and gain_large["diff"] > 0
@@ -270,16 +298,39 @@ def summarise() -> dict:
     if len(plain[best_plain]) >= 2 and len(aux[best_aux]) >= 2:
         secondary[f"B2: best aux (M={best_aux}) − best plain (M={best_plain}), Welch"] = stats.welch(
             list(aux[best_aux].values()), list(plain[best_plain].values()))
+    pairs = [(same_cpu[m][s], plain[m][s]) for m in (0, STRONG) for s in s_seeds if s in same_cpu[m] and s in plain[m]]
+    control = {"rerun − record": stats.paired(*zip(*pairs)) if len(pairs) >= 2 else None,
+               "runs": sum(len(v) for v in same_cpu.values()), "planned": 2 * len(s_seeds)}
+    same = {m: {s: aux[m][s] - same_cpu[m][s] for s in aux[m] if s in same_cpu[m]} for m in (0, STRONG)}
+    control["B2 interaction, same-CPU plain arm"] = _paired(same[STRONG], same[0])
+    control[f"aux − same-CPU plain at M={STRONG}"] = _paired(aux[STRONG], same_cpu[STRONG])
     lines += ["", "Secondary (unadjusted):"]
     for k, v in secondary.items():
         lines.append(f"- {k}: " + (stats.fmt(v) if v is not None else "not enough seeds yet"))
+    lines += ["", f"B2's CPU control (amendment 13, secondary; {control['runs']} of {control['planned']} runs): A's "
+                  f"plain width-{small:g} cells rerun with their commands on the CPU type of the aux runs."]
+    for k in ("rerun − record", "B2 interaction, same-CPU plain arm", f"aux − same-CPU plain at M={STRONG}"):
+        v = control[k]
+        lines.append(f"- {k}: " + (stats.fmt(v) + f"; per pair {[round(x, 2) for x in v['per_seed']]}"
+                                   if v is not None else "not enough runs yet"))
     by_round = {rule: _rounds({s: RUNS / reg / f"aprune-{rule}-s{s}" for s in SEEDS}) for rule in aprune}
     lines += _round_table(by_round)
     lines += ["", f"The capacity schedule (a-schedule.json) spans {sched['span']:.1f} magnitude units between "
                   f"width {large:g} and width {small:g}'s size."]
-    data = {"design": d, "span": sched["span"], "precondition": gain_large, "aprune": aprune,
+    groups = {"A-prune": [RUNS / reg / f"aprune-{r}-s{s}" for r in aprune for s in SEEDS],
+              "B1": [RUNS / reg / f"b1-{k}-s{s}" for k in (f"from-m{STRONG}", "from-m0",
+                                                          f"scratch-w{small:g}-m{round(d['vertex_small'])}")
+                     for s in SEEDS],
+              f"B2 plain (A's width {small:g} cells)": [a_sweep.cell(reg, small, f"m{m}", s) for m in (0, STRONG)
+                                                       for s in s_seeds],
+              "B2 aux heads": [RUNS / reg / f"b2-aux-m{m}-s{s}" for m in (0, STRONG) for s in s_seeds]}
+    cpus = {k: sorted({c for p in paths for c in a_sweep.cpus_of(p)}) for k, paths in groups.items()}
+    lines += ["", "CPUs per arm (PLAN.md amendment 3: the CPU is part of the run; across CPU types a rerun "
+                  "behaves like another seed): " + "; ".join(f"{k}: {', '.join(c) or '—'}" for k, c in cpus.items())]
+    data = {"design": d, "span": sched["span"], "precondition": gain_large, "aprune": aprune, "cpus": cpus,
             "aprune_rounds": by_round, "b1": b1,
-            "b2": {"plain": plain, "aux": aux}, "family": family, "holm": adjusted, "verdicts": verdicts,
+            "b2": {"plain": plain, "aux": aux, "plain_same_cpu": same_cpu}, "b2_cpu_control": control,
+            "family": family, "holm": adjusted, "verdicts": verdicts,
             "secondary": {k: v for k, v in secondary.items() if v is not None}, "complete": got >= expected}
     OUT.mkdir(exist_ok=True)
     if any(by_round.values()) or any(b1.values()) or any(aux.values()):
