@@ -317,13 +317,10 @@ def summarise() -> dict:
     lines += _round_table(by_round)
     lines += ["", f"The capacity schedule (a-schedule.json) spans {sched['span']:.1f} magnitude units between "
                   f"width {large:g} and width {small:g}'s size."]
-    groups = {"A-prune": [RUNS / reg / f"aprune-{r}-s{s}" for r in aprune for s in SEEDS],
-              "B1": [RUNS / reg / f"b1-{k}-s{s}" for k in (f"from-m{STRONG}", "from-m0",
-                                                          f"scratch-w{small:g}-m{round(d['vertex_small'])}")
-                     for s in SEEDS],
+    groups = {"A-prune": [p for p, _ in a_prune_runs(d, sched)[1]], "B1": [p for p, _ in b1_runs(d)],
               f"B2 plain (A's width {small:g} cells)": [a_sweep.cell(reg, small, f"m{m}", s) for m in (0, STRONG)
                                                        for s in s_seeds],
-              "B2 aux heads": [RUNS / reg / f"b2-aux-m{m}-s{s}" for m in (0, STRONG) for s in s_seeds]}
+              "B2 aux heads": [p for p, _ in b2_runs(d)]}
     cpus = {k: sorted({c for p in paths for c in a_sweep.cpus_of(p)}) for k, paths in groups.items()}
     lines += ["", "CPUs per arm (PLAN.md amendment 3: the CPU is part of the run; across CPU types a rerun "
                   "behaves like another seed): " + "; ".join(f"{k}: {', '.join(c) or '—'}" for k, c in cpus.items())]
@@ -392,7 +389,7 @@ def _plot(by_round: dict, b1: dict, plain: dict, aux: dict, small: float, path: 
         ax.set_xticks([])
         ax.set_yticks([])
         ax.minorticks_off()
-    if any(by_round.values()):
+    else:
         first = next(iter(next(s for s in by_round.values() if s).values()))
         ax.set_xticks([x["params"] for x in first], [f"{x['params']:,}" for x in first], fontsize=8)
         ax.minorticks_off()

@@ -258,10 +258,11 @@ def execute(runs: list[tuple[Path, list[str]]], records: Path | None = None, kee
     todo = [(out, argv) for out, argv in runs if not (out / "report.json").is_file()]
     print(f"{len(runs)} runs, {len(runs) - len(todo)} done, {len(todo)} to run", flush=True)
     ended = {str(out): threading.Event() for out, _ in todo}
+    position = {str(out): i for i, (out, _) in enumerate(todo)}
     needs = {}
     for i, (out, argv) in enumerate(todo):
-        needs[out] = [Path(a) for a in argv if a in ended and a != str(out)]
-        later = [p for p in needs[out] if p in {o for o, _ in todo[i:]}]
+        needs[out] = [Path(a) for a in argv if a in position and a != str(out)]
+        later = [p for p in needs[out] if position[str(p)] > i]
         if later:  # sources first: no cycle can leave every worker waiting
             raise ValueError(f"{out} starts from {later[0]}, which is listed after it")
 
