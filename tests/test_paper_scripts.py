@@ -363,3 +363,24 @@ def test_experiment_2_summary_tests_the_family_with_holm_and_withholds_verdicts_
     data = b_prune.summarise()
     assert set(data["verdicts"].values()) == {"untestable here (precondition absent)"}
     assert "**absent**: A1, A3, B1, B2 are untestable here" in (tmp_path / "b.md").read_text()
+
+
+def test_a_refit_that_differs_only_by_rounding_leaves_the_schedule_file_alone(tmp_path):
+    """Experiment 2 reads a-schedule.json while its runs go on; the same vertices refitted on another CPU type
+    differ in the last bits. Such a refit must not rewrite the file; a real change of the fit must."""
+    sys.path.insert(0, str(PAPER))
+    import run
+
+    from augpipe.driver.capacity import CapacitySchedule
+
+    path = tmp_path / "a-schedule.json"
+    points = [(17462, 6.9), (68642, 11.88), (272186, 11.25), (1084010, 11.85)]
+    assert run.save_schedule(CapacitySchedule.fit(points), path)
+    before = path.read_bytes()
+    rounded = [(c, m * (1 + 3e-15)) for c, m in points]
+    assert CapacitySchedule.fit(rounded).to_dict() != CapacitySchedule.fit(points).to_dict()  # bits differ
+    assert not run.save_schedule(CapacitySchedule.fit(rounded), path) and path.read_bytes() == before
+    moved = [(c, m + 0.5 * (i == 0)) for i, (c, m) in enumerate(points)]
+    assert run.save_schedule(CapacitySchedule.fit(moved), path)
+    assert CapacitySchedule.load(path)(17462) == pytest.approx(CapacitySchedule.fit(moved)(17462))
+    assert not list(tmp_path.glob("*.tmp.json"))

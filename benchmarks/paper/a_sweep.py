@@ -218,7 +218,7 @@ def summarise() -> dict:
 
         schedule = CapacitySchedule.fit([(params[w], v["vertex"]) for w, v in vertices.items()])
         if done == total:  # experiment 2 starts from this file: never from a partial sweep's fit
-            schedule.save(OUT / "a-schedule.json")
+            run.save_schedule(schedule, OUT / "a-schedule.json")  # unchanged if only rounding differs
             lines.append(f"- Capacity schedule fitted on the vertices: {schedule.describe()} (a-schedule.json)")
         else:
             lines.append(f"- Capacity schedule on the vertices so far (partial, not saved): {schedule.describe()}")

@@ -69,8 +69,8 @@ def schedules(d: dict) -> dict:
 
     fitted = OUT / "a-schedule.json"
     increasing = OUT / "b-increasing-schedule.json"
-    CapacitySchedule.fit([(d["params_large"], d["vertex_small"]), (d["params_small"], d["vertex_large"])]).save(
-        increasing)
+    run.save_schedule(CapacitySchedule.fit([(d["params_large"], d["vertex_small"]),
+                                            (d["params_small"], d["vertex_large"])]), increasing)
     cap = CapacitySchedule.load(fitted)
     return {"capacity": fitted, "increasing": increasing,
             "span": abs(cap(d["params_large"]) - cap(d["params_small"]))}

@@ -163,6 +163,31 @@ def save_figure(fig, path: Path) -> None:
     tmp.replace(path)
 
 
+def save_schedule(schedule, path: Path) -> bool:
+    """Write a fitted CapacitySchedule unless `path` already holds the same fit up to rounding; True if it wrote.
+    Experiment 2's runs read these files while they run, and the same data refitted on another CPU type
+    differs in the last bits (numpy's least squares rounds differently there): a summary rerun must not
+    change an input of runs in flight, nor the committed file, for that. Written through a temporary file."""
+    import numpy as np
+
+    new = schedule.to_dict()
+    if path.is_file():
+        old = json.loads(path.read_text())
+
+        def numbers(d):
+            return [d["a"], d["b"], *(x for point in d.get("points") or [] for x in point)]
+
+        same = {k: old.get(k) for k in ("kind", "m_min", "m_max", "dense_params")} == \
+            {k: new[k] for k in ("kind", "m_min", "m_max", "dense_params")}
+        if same and len(numbers(old)) == len(numbers(new)) and np.allclose(numbers(old), numbers(new), rtol=1e-9,
+                                                                           atol=0):
+            return False
+    tmp = path.with_suffix(".tmp.json")
+    schedule.save(tmp)
+    tmp.replace(path)
+    return True
+
+
 def read_report(out: Path, records: Path | None = None) -> dict | None:
     """A run's report.json from its directory, or else from its committed record; None if it has not finished."""
     for f in (out / "report.json", *([record_dir(records, out) / "report.json"] if records is not None else [])):
